@@ -1,0 +1,481 @@
+//! Startup configuration: command-line flags and environment variables.
+//!
+//! Owns: parsing `std::env::args` and the process environment into one immutable [`Config`], the
+//! `--help` text, and the exit codes for bad input (2). Must not: touch the disk, the network or
+//! the store; runtime settings that change while the server runs live elsewhere.
+//!
+//! Flags win over environment variables. Global flags (`--data-dir`, `--listen`, …) may stand
+//! before or after a subcommand.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// What the process was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Serve MCP (HTTP or stdio), the admin page and the APIs.
+    Serve,
+    /// Print the access token and exit.
+    Token,
+    /// Print the help text and exit 0.
+    Help,
+    /// Print the version and exit 0.
+    Version,
+}
+
+/// How MCP is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    Stdio,
+}
+
+/// The whole startup configuration. Built once, never mutated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub command: Command,
+    pub transport: Transport,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `ACCESS_TOKEN`; the token file in the data dir is read later, by `http::auth`.
+    pub access_token: Option<String>,
+    /// `ALLOWED_HOSTS` entries, lower-case, without ports.
+    pub allowed_hosts: Vec<String>,
+    /// `ALLOWED_HOSTS=*`: the Host and Origin checks are off.
+    pub allow_any_host: bool,
+    /// `PUBLIC_BASE_URL` / `MEDIA_PUBLIC_BASE_URL`, trailing `/` removed.
+    pub public_base_urls: Vec<String>,
+    pub max_connections: usize,
+    pub mcp_max_body_bytes: usize,
+    pub json_response: bool,
+    pub session_idle_secs: u64,
+    pub max_sessions: usize,
+    pub read_only: bool,
+    /// Worker threads for the executor (`WORKER_THREADS`, default: the number of CPUs).
+    pub worker_threads: usize,
+}
+
+/// A configuration error: the message names the flag or variable and the accepted form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3003";
+
+pub const HELP: &str = "\
+whatsapp-mcp-stream: a WhatsApp MCP server for self-hosters
+
+USAGE:
+    whatsapp-mcp-stream [FLAGS] [COMMAND]
+
+COMMANDS:
+    (none)      serve MCP at /mcp, the admin page at /admin and the APIs
+    token       print the access token (from ACCESS_TOKEN or the data dir) and exit
+
+FLAGS (they work before or after a command):
+    --listen ADDR:PORT   bind address (env LISTEN, default 127.0.0.1:3003)
+    --data-dir DIR       data folder (env DATA_DIR, default ./data)
+    --stdio              serve MCP over stdin/stdout instead of HTTP (logs go to stderr)
+    --http               serve MCP over HTTP (the default; kept for old setups)
+    -h, --help           print this help
+    -V, --version        print the version
+
+ENVIRONMENT:
+    LISTEN                          bind address, ADDR:PORT (default 127.0.0.1:3003)
+    DATA_DIR                        data folder (default ./data)
+    TRANSPORT                       http | stdio (default http)
+    ACCESS_TOKEN                    bearer token for /mcp, /api/* and /media. On a non-loopback
+                                    address without one, a token is generated into
+                                    DATA_DIR/access_token (mode 0600) and logged once
+    ALLOWED_HOSTS                   extra Host names allowed (comma list; * turns the check off)
+    PUBLIC_BASE_URL                 public URL of this server; its host is allowed
+    MEDIA_PUBLIC_BASE_URL           public URL for media links; its host is allowed
+    MAX_CONNECTIONS                 open HTTP connections at most (default 4096)
+    MCP_MAX_BODY_BYTES              largest /mcp request body (default 8388608)
+    MCP_HTTP_ENABLE_JSON_RESPONSE   1/true/yes/on: answer POST /mcp as JSON (default);
+                                    0/false/no/off: answer as SSE
+    MCP_SESSION_IDLE_SECS           an MCP session expires after this idle time (default 1800)
+    MCP_MAX_SESSIONS                open MCP sessions at most; the idlest is evicted (default 256)
+    READ_ONLY                       1/true: remove the send tools
+    WORKER_THREADS                  executor threads (default: number of CPUs)
+    RUST_LOG                        log level: error, warn, info (default), debug, trace
+";
+
+impl Config {
+    /// Parses the process arguments and environment.
+    pub fn from_process() -> Result<Config, ConfigError> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        Config::parse(&args, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses `args` (without the program name) and the environment seen through `env`.
+    pub fn parse(
+        args: &[String],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let get = |name: &str| {
+            env(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+
+        let mut command = None;
+        let mut listen_flag = None;
+        let mut data_dir_flag = None;
+        let mut transport_flag = None;
+        let mut help = false;
+        let mut version = false;
+
+        let mut i = 0;
+        while i < args.len() {
+            let arg = args[i].as_str();
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+                _ => (arg, None),
+            };
+            let mut value = |flag: &str| -> Result<String, ConfigError> {
+                if let Some(v) = inline.clone() {
+                    return Ok(v);
+                }
+                i += 1;
+                args.get(i)
+                    .cloned()
+                    .ok_or_else(|| ConfigError(format!("{flag} needs a value; see --help")))
+            };
+            match name {
+                "--listen" => listen_flag = Some(value("--listen ADDR:PORT")?),
+                "--data-dir" => data_dir_flag = Some(value("--data-dir DIR")?),
+                "--stdio" => transport_flag = Some(Transport::Stdio),
+                "--http" | "--streamable-http" => transport_flag = Some(Transport::Http),
+                "-h" | "--help" => help = true,
+                "-V" | "--version" => version = true,
+                "token" if command.is_none() => command = Some(Command::Token),
+                other if other.starts_with('-') => {
+                    return Err(ConfigError(format!(
+                        "unknown flag {other}; run whatsapp-mcp-stream --help for the list"
+                    )));
+                }
+                other => {
+                    return Err(ConfigError(format!(
+                        "unknown command {other:?}; the commands are: token (see --help)"
+                    )));
+                }
+            }
+            i += 1;
+        }
+        let command = if help {
+            Command::Help
+        } else if version {
+            Command::Version
+        } else {
+            command.unwrap_or(Command::Serve)
+        };
+
+        let transport = match transport_flag {
+            Some(t) => t,
+            None => match get("TRANSPORT").map(|v| v.to_ascii_lowercase()).as_deref() {
+                None | Some("http") | Some("streamable_http") | Some("streamable-http") => {
+                    Transport::Http
+                }
+                Some("stdio") => Transport::Stdio,
+                Some(other) => {
+                    return Err(ConfigError(format!(
+                        "TRANSPORT={other:?} is not valid; use http or stdio"
+                    )));
+                }
+            },
+        };
+
+        let listen_src = listen_flag
+            .map(|v| ("--listen", v))
+            .or_else(|| get("LISTEN").map(|v| ("LISTEN", v)))
+            .unwrap_or(("LISTEN", DEFAULT_LISTEN.to_string()));
+        let listen = parse_listen(listen_src.0, &listen_src.1)?;
+
+        let data_dir = PathBuf::from(
+            data_dir_flag
+                .or_else(|| get("DATA_DIR"))
+                .unwrap_or_else(|| "./data".into()),
+        );
+
+        let access_token = match get("ACCESS_TOKEN") {
+            Some(t) if t.len() < 16 => {
+                return Err(ConfigError(
+                    "ACCESS_TOKEN must be at least 16 characters (run `openssl rand -hex 32` for a good one)".into(),
+                ));
+            }
+            Some(t) if !t.bytes().all(|b| (0x21..=0x7e).contains(&b)) => {
+                return Err(ConfigError(
+                    "ACCESS_TOKEN may only hold visible ASCII characters (no spaces)".into(),
+                ));
+            }
+            other => other,
+        };
+
+        let mut allowed_hosts = Vec::new();
+        let mut allow_any_host = false;
+        if let Some(list) = get("ALLOWED_HOSTS") {
+            for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                if entry == "*" {
+                    allow_any_host = true;
+                } else {
+                    let host = host_without_port(entry).ok_or_else(|| {
+                        ConfigError(format!(
+                            "ALLOWED_HOSTS entry {entry:?} is not a host name; use a comma list such as pi.local,192.168.1.20 or *"
+                        ))
+                    })?;
+                    allowed_hosts.push(host);
+                }
+            }
+        }
+
+        let mut public_base_urls = Vec::new();
+        for var in ["PUBLIC_BASE_URL", "MEDIA_PUBLIC_BASE_URL"] {
+            if let Some(url) = get(var) {
+                if url_host(&url).is_none() {
+                    return Err(ConfigError(format!(
+                        "{var}={url:?} is not an http(s) URL; use a form such as https://wa.example.com"
+                    )));
+                }
+                public_base_urls.push(url.trim_end_matches('/').to_string());
+            }
+        }
+
+        let max_connections = parse_number(&get, "MAX_CONNECTIONS", 4096, 1, 1_000_000)? as usize;
+        let mcp_max_body_bytes =
+            parse_number(&get, "MCP_MAX_BODY_BYTES", 8 * 1024 * 1024, 1024, 1 << 32)? as usize;
+        let json_response = parse_bool(&get, "MCP_HTTP_ENABLE_JSON_RESPONSE", true)?;
+        let session_idle_secs = parse_number(&get, "MCP_SESSION_IDLE_SECS", 1800, 1, 365 * 86400)?;
+        let max_sessions = parse_number(&get, "MCP_MAX_SESSIONS", 256, 1, 1_000_000)? as usize;
+        let read_only = parse_bool(&get, "READ_ONLY", false)?;
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2) as u64;
+        let worker_threads = parse_number(&get, "WORKER_THREADS", cpus, 1, 256)? as usize;
+
+        Ok(Config {
+            command,
+            transport,
+            listen,
+            data_dir,
+            access_token,
+            allowed_hosts,
+            allow_any_host,
+            public_base_urls,
+            max_connections,
+            mcp_max_body_bytes,
+            json_response,
+            session_idle_secs,
+            max_sessions,
+            read_only,
+            worker_threads,
+        })
+    }
+
+    /// The path of the generated access token.
+    pub fn token_path(&self) -> PathBuf {
+        self.data_dir.join("access_token")
+    }
+}
+
+fn parse_listen(source: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = || {
+        ConfigError(format!(
+            "{source}={value:?} is not a bind address; use IP:PORT, for example 127.0.0.1:3003, 0.0.0.0:3003 or [::]:3003"
+        ))
+    };
+    let value = value.trim();
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    // `localhost:3003` is a common way to write the loopback address.
+    if let Some(port) = value.strip_prefix("localhost:") {
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    Err(bad())
+}
+
+fn parse_number(
+    get: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(raw) = get(name) else {
+        return Ok(default);
+    };
+    match raw.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ConfigError(format!(
+            "{name}={raw:?} is not valid; use a whole number from {min} to {max} (default {default})"
+        ))),
+    }
+}
+
+fn parse_bool(
+    get: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    let Some(raw) = get(name) else {
+        return Ok(default);
+    };
+    match raw.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError(format!(
+            "{name}={raw:?} is not valid; use 1/true/yes/on or 0/false/no/off"
+        ))),
+    }
+}
+
+/// Lower-cases a `host[:port]` (or `[v6]:port`) and drops the port and a trailing dot.
+/// Returns `None` for something that cannot be a host.
+pub fn host_without_port(value: &str) -> Option<String> {
+    let value = value.trim();
+    let host = if let Some(rest) = value.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let after = &rest[end + 1..];
+        if !(after.is_empty()
+            || (after.starts_with(':') && after[1..].bytes().all(|b| b.is_ascii_digit())))
+        {
+            return None;
+        }
+        format!("[{}]", &rest[..end])
+    } else {
+        match value.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => {
+                h.to_string()
+            }
+            Some(_) if value.contains(':') => {
+                // A bare IPv6 address without brackets.
+                value.parse::<std::net::Ipv6Addr>().ok()?;
+                format!("[{value}]")
+            }
+            _ => value.to_string(),
+        }
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let valid = !host.is_empty()
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'[' | b']' | b':')
+        });
+    valid.then_some(host)
+}
+
+/// The host (lower-case, no port) of an `http://` or `https://` URL.
+pub fn url_host(url: &str) -> Option<String> {
+    let lower = url.trim();
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"))
+        .or_else(|| lower.strip_prefix("HTTP://"))
+        .or_else(|| lower.strip_prefix("HTTPS://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    host_without_port(authority)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::parse(&args, &move |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[], &[]).unwrap();
+        assert_eq!(c.command, Command::Serve);
+        assert_eq!(c.transport, Transport::Http);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3003");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert!(c.json_response);
+        assert_eq!(c.max_sessions, 256);
+        assert_eq!(c.session_idle_secs, 1800);
+        assert_eq!(c.max_connections, 4096);
+        assert_eq!(c.mcp_max_body_bytes, 8 * 1024 * 1024);
+    }
+
+    #[test]
+    fn global_flags_before_or_after_the_command() {
+        let a = parse(&["token", "--data-dir", "/x"], &[]).unwrap();
+        let b = parse(&["--data-dir=/x", "token"], &[]).unwrap();
+        assert_eq!(a.command, Command::Token);
+        assert_eq!(b.command, Command::Token);
+        assert_eq!(a.data_dir, PathBuf::from("/x"));
+        assert_eq!(b.data_dir, PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn flags_win_over_env() {
+        let c = parse(
+            &["--listen", "0.0.0.0:9"],
+            &[("LISTEN", "127.0.0.1:1"), ("TRANSPORT", "stdio")],
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9");
+        assert_eq!(c.transport, Transport::Stdio);
+        let c = parse(&["--http"], &[("TRANSPORT", "stdio")]).unwrap();
+        assert_eq!(c.transport, Transport::Http);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_form() {
+        let e = parse(&[], &[("LISTEN", "nonsense")]).unwrap_err();
+        assert!(e.0.contains("LISTEN") && e.0.contains("IP:PORT"), "{e}");
+        let e = parse(&[], &[("MCP_MAX_SESSIONS", "-3")]).unwrap_err();
+        assert!(
+            e.0.contains("MCP_MAX_SESSIONS") && e.0.contains("whole number"),
+            "{e}"
+        );
+        let e = parse(&[], &[("MCP_HTTP_ENABLE_JSON_RESPONSE", "maybe")]).unwrap_err();
+        assert!(
+            e.0.contains("MCP_HTTP_ENABLE_JSON_RESPONSE") && e.0.contains("1/true"),
+            "{e}"
+        );
+        let e = parse(&[], &[("TRANSPORT", "carrier-pigeon")]).unwrap_err();
+        assert!(e.0.contains("TRANSPORT"), "{e}");
+        let e = parse(&["--bogus"], &[]).unwrap_err();
+        assert!(e.0.contains("--bogus"), "{e}");
+        let e = parse(&[], &[("ACCESS_TOKEN", "short")]).unwrap_err();
+        assert!(e.0.contains("ACCESS_TOKEN"), "{e}");
+        let e = parse(&["--listen"], &[]).unwrap_err();
+        assert!(e.0.contains("--listen"), "{e}");
+    }
+
+    #[test]
+    fn hosts_are_compared_without_ports() {
+        assert_eq!(
+            host_without_port("Example.COM:3003").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(host_without_port("[::1]:3003").as_deref(), Some("[::1]"));
+        assert_eq!(host_without_port("::1").as_deref(), Some("[::1]"));
+        assert_eq!(host_without_port("pi.local.").as_deref(), Some("pi.local"));
+        assert_eq!(host_without_port("bad host"), None);
+        assert_eq!(
+            url_host("https://wa.example.com:8443/x").as_deref(),
+            Some("wa.example.com")
+        );
+        assert_eq!(url_host("ftp://x"), None);
+        let c = parse(&[], &[("ALLOWED_HOSTS", "Pi.Local:3003, 192.168.1.20 ,*")]).unwrap();
+        assert_eq!(c.allowed_hosts, vec!["pi.local", "192.168.1.20"]);
+        assert!(c.allow_any_host);
+    }
+}

@@ -1,0 +1,164 @@
+//! The router: which handler answers which path, after the Host, Origin and token checks.
+//!
+//! Owns: the route table, the order of the checks (Host → 421, Origin → 403, token → 401, then
+//! the handler), the embedded admin assets and the panic guard around every handler. Must not:
+//! implement MCP (mcp::http) or read the socket (conn.rs).
+
+use super::App;
+use super::conn::Handled;
+use super::reply;
+use crate::json;
+use futures_lite::FutureExt;
+use http_types::{Method, Request, Response};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+const ADMIN_HTML: &[u8] = include_bytes!("../../www/admin.html");
+const ADMIN_CSS: &[u8] = include_bytes!("../../www/admin.css");
+const ADMIN_JS: &[u8] = include_bytes!("../../www/admin.js");
+
+fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.header(name).map(|v| v.last().as_str())
+}
+
+/// Answers one request; a panic inside a handler becomes a 500 JSON error.
+pub async fn handle(app: Arc<App>, req: Request, peer: SocketAddr, local: SocketAddr) -> Handled {
+    let started = Instant::now();
+    let method = req.method();
+    let path = req.url().path().to_string();
+    log::debug!("http {method} {path} from {peer}: entry");
+    let outcome = AssertUnwindSafe(route(&app, req, local))
+        .catch_unwind()
+        .await;
+    let handled = outcome.unwrap_or_else(|_| {
+        log::error!("http {method} {path}: the handler panicked");
+        Handled {
+            response: reply::error(500, "internal error; the server logged the details"),
+            close: true,
+        }
+    });
+    log::debug!(
+        "http {method} {path}: finish {} in {:.3} ms",
+        handled.response.status(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    handled
+}
+
+fn done(response: Response) -> Handled {
+    Handled {
+        response,
+        close: false,
+    }
+}
+
+async fn route(app: &App, req: Request, local: SocketAddr) -> Handled {
+    let path = req.url().path().to_string();
+    let method = req.method();
+    if path == "/healthz" {
+        return done(healthz(app));
+    }
+    if let Err(res) = app.auth.check_host(header(&req, "Host"), local) {
+        return done(res);
+    }
+    let state_changing = !matches!(method, Method::Get | Method::Head | Method::Options);
+    if (path == "/mcp" || state_changing)
+        && let Err(res) = app.auth.check_origin(header(&req, "Origin"), local)
+    {
+        return done(res);
+    }
+    match (method, path.as_str()) {
+        (Method::Get, "/") => {
+            let mut res = reply::empty(302);
+            res.insert_header("Location", "/admin");
+            done(res)
+        }
+        (Method::Get, "/admin") | (Method::Get, "/admin/") => {
+            done(asset(ADMIN_HTML, "text/html; charset=utf-8"))
+        }
+        (Method::Get, "/admin/admin.css") => done(asset(ADMIN_CSS, "text/css; charset=utf-8")),
+        (Method::Get, "/admin/admin.js") => done(asset(ADMIN_JS, "text/javascript; charset=utf-8")),
+        (_, "/mcp") => {
+            let credential = match app.auth.check_bearer(header(&req, "Authorization")) {
+                Ok(c) => c,
+                Err(res) => return done(res),
+            };
+            let (response, close) = app.mcp.handle(req, credential).await;
+            Handled { response, close }
+        }
+        (m, p) if p.starts_with("/api/") => {
+            if let Err(res) = app.auth.check_bearer(header(&req, "Authorization")) {
+                return done(res);
+            }
+            match (m, p) {
+                (Method::Get, "/api/status") => done(status(app)),
+                _ => done(reply::error(404, &format!("no API endpoint {m} {p}"))),
+            }
+        }
+        (m, p) => done(reply::error(
+            404,
+            &format!("nothing at {m} {p}; MCP is served at /mcp and the admin page at /admin"),
+        )),
+    }
+}
+
+fn asset(bytes: &'static [u8], content_type: &str) -> Response {
+    let mut res = reply::empty(200);
+    res.insert_header("Content-Type", content_type);
+    res.insert_header("Cache-Control", "no-cache");
+    res.insert_header("X-Content-Type-Options", "nosniff");
+    res.insert_header(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    );
+    res.set_body(bytes);
+    res
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `/api/status`: the original's keys. WhatsApp is not wired in yet, so the device is unlinked.
+fn status(app: &App) -> Response {
+    reply::json(
+        200,
+        &json::obj([
+            ("authenticated", json::bool(false)),
+            ("ready", json::bool(false)),
+            ("state", json::s("unlinked")),
+            ("qrAvailable", json::bool(false)),
+            ("ownJid", json::Value::Null),
+            ("mcpSessions", json::int(app.mcp.sessions.len() as i64)),
+            (
+                "uptimeMs",
+                json::int(app.started.elapsed().as_millis() as i64),
+            ),
+            ("version", json::s(env!("CARGO_PKG_VERSION"))),
+            ("timestamp", json::int(now_ms())),
+        ]),
+    )
+}
+
+/// `/healthz`: 200 while the server runs; WhatsApp health joins in a later step.
+fn healthz(app: &App) -> Response {
+    reply::json(
+        200,
+        &json::obj([
+            ("ok", json::bool(true)),
+            ("reason", json::s("starting")),
+            ("ready", json::bool(false)),
+            ("authenticated", json::bool(false)),
+            (
+                "uptimeMs",
+                json::int(app.started.elapsed().as_millis() as i64),
+            ),
+            ("timestamp", json::int(now_ms())),
+        ]),
+    )
+}

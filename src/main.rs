@@ -1,0 +1,119 @@
+//! whatsapp-mcp-stream: wiring only. Config → auth → tools → MCP → HTTP (or stdio).
+//!
+//! Owns: the order things start in and the exit codes (0 fine, 1 runtime failure, 2 bad
+//! configuration). Must not: hold logic that belongs to a module.
+
+use whatsapp_mcp_stream::{config, http, mcp, runtime, tools};
+
+use config::{Command, Config, Transport};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let config = match Config::from_process() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("whatsapp-mcp-stream: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    let result = match config.command {
+        Command::Help => {
+            print!("{}", config::HELP);
+            Ok(())
+        }
+        Command::Version => {
+            println!("whatsapp-mcp-stream {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Token => print_token(&config),
+        Command::Serve => serve(config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("whatsapp-mcp-stream: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_token(config: &Config) -> Result<(), String> {
+    if let Some(t) = &config.access_token {
+        println!("{t}");
+        return Ok(());
+    }
+    match http::auth::read_token_file(&config.token_path())? {
+        Some(t) => {
+            println!("{t}");
+            Ok(())
+        }
+        None => Err(format!(
+            "no access token is configured: ACCESS_TOKEN is unset and {} does not exist. \
+             One is generated the first time the server listens on a non-loopback address, \
+             or set ACCESS_TOKEN yourself",
+            config.token_path().display()
+        )),
+    }
+}
+
+fn serve(config: Config) -> Result<(), String> {
+    let registry = tools::Registry::new(tools::ToolEnv {
+        read_only: config.read_only,
+    });
+    let dispatcher = Arc::new(mcp::dispatch::Dispatcher::new(registry));
+    let threads = config.worker_threads;
+    if config.transport == Transport::Stdio {
+        log::info!("serving MCP on stdio");
+        return runtime::block_on(threads, mcp::stdio::serve(dispatcher))
+            .map_err(|e| format!("stdio failed: {e}"));
+    }
+    let auth = http::auth::Auth::init(&config)?;
+    let sessions = Arc::new(mcp::session::Sessions::new(
+        Duration::from_secs(config.session_idle_secs),
+        config.max_sessions,
+    ));
+    let mcp_http = mcp::http::McpHttp {
+        dispatcher,
+        sessions: sessions.clone(),
+        json_response: config.json_response,
+        max_body: config.mcp_max_body_bytes,
+        keepalive: Duration::from_secs(15),
+    };
+    let listen = config.listen;
+    let token_required = auth.token_required();
+    let app = Arc::new(http::App::new(config, auth, mcp_http));
+    runtime::block_on(threads, async move {
+        let listener = smol::net::TcpListener::bind(listen).await.map_err(|e| {
+            format!("cannot listen on {listen}: {e}; is another server using the port? choose another with --listen or LISTEN")
+        })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the bound address: {e}"))?;
+        log::info!(
+            "serving on http://{bound}: MCP at /mcp, admin at /admin ({})",
+            if token_required {
+                "access token required"
+            } else {
+                "no access token: loopback only"
+            }
+        );
+        let sweeper = runtime::spawn(async move {
+            loop {
+                async_io::Timer::after(sessions.sweep_interval()).await;
+                let n = sessions.sweep();
+                if n > 0 {
+                    log::info!("{n} idle MCP session(s) expired");
+                }
+            }
+        });
+        http::serve(listener, app).await;
+        drop(sweeper);
+        Ok(())
+    })
+}
