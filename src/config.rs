@@ -50,6 +50,8 @@ pub struct Config {
     pub json_response: bool,
     pub session_idle_secs: u64,
     pub max_sessions: usize,
+    /// Seconds between `: keepalive` comments on quiet SSE streams.
+    pub sse_keepalive_secs: u64,
     pub read_only: bool,
     /// Worker threads for the executor (`WORKER_THREADS`, default: the number of CPUs).
     pub worker_threads: usize,
@@ -101,6 +103,7 @@ ENVIRONMENT:
                                     0/false/no/off: answer as SSE
     MCP_SESSION_IDLE_SECS           an MCP session expires after this idle time (default 1800)
     MCP_MAX_SESSIONS                open MCP sessions at most; the idlest is evicted (default 256)
+    MCP_SSE_KEEPALIVE_SECS          seconds between keepalive comments on SSE streams (default 15)
     READ_ONLY                       1/true: remove the send tools
     WORKER_THREADS                  executor threads (default: number of CPUs)
     RUST_LOG                        log level: error, warn, info (default), debug, trace
@@ -252,6 +255,7 @@ impl Config {
         let json_response = parse_bool(&get, "MCP_HTTP_ENABLE_JSON_RESPONSE", true)?;
         let session_idle_secs = parse_number(&get, "MCP_SESSION_IDLE_SECS", 1800, 1, 365 * 86400)?;
         let max_sessions = parse_number(&get, "MCP_MAX_SESSIONS", 256, 1, 1_000_000)? as usize;
+        let sse_keepalive_secs = parse_number(&get, "MCP_SSE_KEEPALIVE_SECS", 15, 1, 3600)?;
         let read_only = parse_bool(&get, "READ_ONLY", false)?;
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -272,6 +276,7 @@ impl Config {
             json_response,
             session_idle_secs,
             max_sessions,
+            sse_keepalive_secs,
             read_only,
             worker_threads,
         })

@@ -83,7 +83,7 @@ fn serve(config: Config) -> Result<(), String> {
         sessions: sessions.clone(),
         json_response: config.json_response,
         max_body: config.mcp_max_body_bytes,
-        keepalive: Duration::from_secs(15),
+        keepalive: Duration::from_secs(config.sse_keepalive_secs),
     };
     let listen = config.listen;
     let token_required = auth.token_required();
