@@ -189,7 +189,7 @@ impl Resp {
         {
             text.lines()
                 .filter_map(|l| l.strip_prefix("data: "))
-                .last()
+                .next_back()
                 .unwrap_or("")
                 .to_string()
         } else {
