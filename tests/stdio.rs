@@ -51,7 +51,6 @@ fn stdio_serves_initialize_tools_list_and_ping() {
     assert_eq!(ping.get("id").num(), Some(4.0));
     let bad = ask("{oops");
     assert_eq!(bad.path("error.code").num(), Some(-32700.0));
-    drop(ask);
     drop(stdin);
     let status = child.wait().unwrap();
     assert!(status.success());
