@@ -11,4 +11,5 @@ pub mod http;
 pub mod json;
 pub mod mcp;
 pub mod runtime;
+pub mod store;
 pub mod tools;

@@ -1,0 +1,312 @@
+//! Read-side queries over one `ReadTransaction`: chats, messages, contacts, identities, groups.
+//!
+//! Owns: the hot read paths as range scans (newest chats, a chat's messages by time, a message
+//! by `jid:id`), and LID↔phone identity resolution. Must not: write, or shape JSON for tools.
+
+use super::model::{ChatRow, ContactRow, Doc, GroupRow, MediaRef, MessageRow, doc_floor, doc_time};
+use super::schema::*;
+use super::{Context, Result, jid};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
+
+/// A stored message with where it lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub doc: Doc,
+    pub chat_jid: String,
+    pub row: MessageRow,
+}
+
+impl StoredMessage {
+    pub fn timestamp_ms(&self) -> u64 {
+        doc_time(self.doc)
+    }
+    /// The public id, `"<chat jid>:<message id>"`.
+    pub fn public_id(&self) -> String {
+        format!("{}:{}", self.chat_jid, self.row.id)
+    }
+}
+
+/// A stored chat with its JID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChat {
+    pub jid: String,
+    pub row: ChatRow,
+}
+
+pub fn own_jid(txn: &ReadTransaction) -> Result<Option<String>> {
+    let meta = txn.open_table(META).ctx("opening meta")?;
+    Ok(meta.get("own_jid").ctx("reading meta")?.and_then(|v| String::from_utf8(v.value().to_vec()).ok()))
+}
+
+pub fn chat(txn: &ReadTransaction, chat_jid: &str) -> Result<Option<ChatRow>> {
+    let chats = txn.open_table(CHATS).ctx("opening chats")?;
+    let row = chats.get(chat_jid).ctx("reading chats")?;
+    row.map(|v| ChatRow::decode(v.value())).transpose()
+}
+
+/// Chats by last activity, newest first, for as long as `visit` returns true.
+pub fn chats_newest(txn: &ReadTransaction, visit: &mut dyn FnMut(StoredChat) -> Result<bool>) -> Result<()> {
+    let by_time = txn.open_table(CHATS_BY_TIME).ctx("opening chats_by_time")?;
+    let chats = txn.open_table(CHATS).ctx("opening chats")?;
+    for entry in by_time.iter().ctx("reading chats_by_time")?.rev() {
+        let (k, _) = entry.ctx("reading chats_by_time")?;
+        let jid = k.value().1.to_string();
+        let Some(v) = chats.get(jid.as_str()).ctx("reading chats")? else { continue };
+        let row = ChatRow::decode(v.value())?;
+        if !visit(StoredChat { jid, row })? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn chat_no(txn: &ReadTransaction, chat_jid: &str) -> Result<Option<u32>> {
+    let numbers = txn.open_table(CHAT_NUMBERS).ctx("opening chat_numbers")?;
+    Ok(numbers.get(chat_jid).ctx("reading chat_numbers")?.map(|n| n.value()))
+}
+
+pub fn chat_jid_of(txn: &ReadTransaction, chat_no: u32) -> Result<Option<String>> {
+    let jids = txn.open_table(CHAT_JIDS).ctx("opening chat_jids")?;
+    Ok(jids.get(chat_no).ctx("reading chat_jids")?.map(|v| v.value().to_string()))
+}
+
+/// A message by doc.
+pub fn message_at(txn: &ReadTransaction, doc: Doc) -> Result<Option<StoredMessage>> {
+    let messages = txn.open_table(MESSAGES).ctx("opening messages")?;
+    let Some(v) = messages.get(doc).ctx("reading messages")? else { return Ok(None) };
+    let row = MessageRow::decode(v.value())?;
+    let chat_jid = chat_jid_of(txn, row.chat_no)?.unwrap_or_default();
+    Ok(Some(StoredMessage { doc, chat_jid, row }))
+}
+
+/// A message by chat and WhatsApp id.
+pub fn message(txn: &ReadTransaction, chat_jid: &str, id: &str) -> Result<Option<StoredMessage>> {
+    let Some(no) = chat_no(txn, chat_jid)? else { return Ok(None) };
+    let ids = txn.open_table(MESSAGE_IDS).ctx("opening message_ids")?;
+    let Some(doc) = ids.get((no, id)).ctx("reading message_ids")?.map(|d| d.value()) else { return Ok(None) };
+    message_at(txn, doc)
+}
+
+/// A message by its public id `"<chat jid>:<id>"`. The chat JID itself contains no `:` once
+/// normalized, but an id may, so the split is at the first `:` after the `@`.
+pub fn message_by_public_id(txn: &ReadTransaction, public_id: &str) -> Result<Option<StoredMessage>> {
+    let Some(at) = public_id.find('@') else { return Ok(None) };
+    let Some(colon) = public_id[at..].find(':').map(|c| c + at) else { return Ok(None) };
+    let (chat, id) = (&public_id[..colon], &public_id[colon + 1..]);
+    if id.is_empty() {
+        return Ok(None);
+    }
+    if let Some(m) = message(txn, chat, id)? {
+        return Ok(Some(m));
+    }
+    // The same message may be stored under the chat's other identity (LID vs phone).
+    for other in related_jids(txn, chat)? {
+        if other != chat
+            && let Some(m) = message(txn, &other, id)?
+        {
+            return Ok(Some(m));
+        }
+    }
+    Ok(None)
+}
+
+/// Up to `limit` messages of a chat older than `before` (exclusive; `None` = newest), newest
+/// first.
+pub fn messages_before(txn: &ReadTransaction, chat_jid: &str, before: Option<Doc>, limit: usize) -> Result<Vec<StoredMessage>> {
+    let Some(no) = chat_no(txn, chat_jid)? else { return Ok(Vec::new()) };
+    let timeline = txn.open_table(CHAT_TIMELINE).ctx("opening chat_timeline")?;
+    let messages = txn.open_table(MESSAGES).ctx("opening messages")?;
+    let end = before.unwrap_or(u64::MAX);
+    let mut out = Vec::with_capacity(limit.min(1024));
+    let range = timeline.range((no, 0)..(no, end)).ctx("reading chat_timeline")?;
+    for entry in range.rev() {
+        if out.len() >= limit {
+            break;
+        }
+        let doc = entry.ctx("reading chat_timeline")?.0.value().1;
+        if let Some(v) = messages.get(doc).ctx("reading messages")? {
+            out.push(StoredMessage { doc, chat_jid: chat_jid.to_string(), row: MessageRow::decode(v.value())? });
+        }
+    }
+    Ok(out)
+}
+
+/// Up to `limit` messages of a chat newer than `after` (exclusive), oldest first.
+pub fn messages_after(txn: &ReadTransaction, chat_jid: &str, after: Doc, limit: usize) -> Result<Vec<StoredMessage>> {
+    let Some(no) = chat_no(txn, chat_jid)? else { return Ok(Vec::new()) };
+    let timeline = txn.open_table(CHAT_TIMELINE).ctx("opening chat_timeline")?;
+    let messages = txn.open_table(MESSAGES).ctx("opening messages")?;
+    let mut out = Vec::with_capacity(limit.min(1024));
+    let start = after.saturating_add(1);
+    for entry in timeline.range((no, start)..=(no, u64::MAX)).ctx("reading chat_timeline")? {
+        if out.len() >= limit {
+            break;
+        }
+        let doc = entry.ctx("reading chat_timeline")?.0.value().1;
+        if let Some(v) = messages.get(doc).ctx("reading messages")? {
+            out.push(StoredMessage { doc, chat_jid: chat_jid.to_string(), row: MessageRow::decode(v.value())? });
+        }
+    }
+    Ok(out)
+}
+
+/// Messages of any chat newer than `after` (exclusive), oldest first (for waiting on new
+/// messages). Scans the global message table from the given doc.
+pub fn messages_since(txn: &ReadTransaction, after: Doc, limit: usize) -> Result<Vec<StoredMessage>> {
+    let messages = txn.open_table(MESSAGES).ctx("opening messages")?;
+    let mut out = Vec::new();
+    for entry in messages.range(after.saturating_add(1)..).ctx("reading messages")? {
+        if out.len() >= limit {
+            break;
+        }
+        let (k, v) = entry.ctx("reading messages")?;
+        let row = MessageRow::decode(v.value())?;
+        let chat_jid = chat_jid_of(txn, row.chat_no)?.unwrap_or_default();
+        out.push(StoredMessage { doc: k.value(), chat_jid, row });
+    }
+    Ok(out)
+}
+
+/// The newest doc of all (0 when empty).
+pub fn newest_doc(txn: &ReadTransaction) -> Result<Doc> {
+    let messages = txn.open_table(MESSAGES).ctx("opening messages")?;
+    Ok(messages.last().ctx("reading messages")?.map(|(k, _)| k.value()).unwrap_or(0))
+}
+
+/// Docs at or after `ts_ms` start at this value (for `since` cursors given as times).
+pub fn doc_at(ts_ms: u64) -> Doc {
+    doc_floor(ts_ms)
+}
+
+pub fn media(txn: &ReadTransaction, doc: Doc) -> Result<Option<MediaRef>> {
+    let table = txn.open_table(MEDIA).ctx("opening media")?;
+    let row = table.get(doc).ctx("reading media")?;
+    row.map(|v| MediaRef::decode(v.value())).transpose()
+}
+
+/// `(reactor, emoji)` pairs on a message.
+pub fn reactions(txn: &ReadTransaction, doc: Doc) -> Result<Vec<(String, String)>> {
+    let table = txn.open_table(REACTIONS).ctx("opening reactions")?;
+    let mut out = Vec::new();
+    for e in table.range((doc, "")..).ctx("reading reactions")? {
+        let (k, v) = e.ctx("reading reactions")?;
+        if k.value().0 != doc {
+            break;
+        }
+        out.push((k.value().1.to_string(), v.value().to_string()));
+    }
+    Ok(out)
+}
+
+pub fn contact(txn: &ReadTransaction, contact_jid: &str) -> Result<Option<ContactRow>> {
+    let table = txn.open_table(CONTACTS).ctx("opening contacts")?;
+    let row = table.get(contact_jid).ctx("reading contacts")?;
+    row.map(|v| ContactRow::decode(v.value())).transpose()
+}
+
+/// Every contact, in JID order.
+pub fn contacts_all(txn: &ReadTransaction, visit: &mut dyn FnMut(&str, ContactRow) -> Result<()>) -> Result<()> {
+    let table = txn.open_table(CONTACTS).ctx("opening contacts")?;
+    for e in table.iter().ctx("reading contacts")? {
+        let (k, v) = e.ctx("reading contacts")?;
+        visit(k.value(), ContactRow::decode(v.value())?)?;
+    }
+    Ok(())
+}
+
+pub fn pn_for_lid(txn: &ReadTransaction, lid: &str) -> Result<Option<String>> {
+    let t = txn.open_table(LID_TO_PN).ctx("opening lid_to_pn")?;
+    Ok(t.get(lid).ctx("reading lid_to_pn")?.map(|v| v.value().to_string()))
+}
+
+pub fn lid_for_pn(txn: &ReadTransaction, pn: &str) -> Result<Option<String>> {
+    let t = txn.open_table(PN_TO_LID).ctx("opening pn_to_lid")?;
+    Ok(t.get(pn).ctx("reading pn_to_lid")?.map(|v| v.value().to_string()))
+}
+
+/// Every `(lid, pn)` mapping.
+pub fn mappings_all(txn: &ReadTransaction) -> Result<Vec<(String, String)>> {
+    let t = txn.open_table(LID_TO_PN).ctx("opening lid_to_pn")?;
+    let mut out = Vec::new();
+    for e in t.iter().ctx("reading lid_to_pn")? {
+        let (k, v) = e.ctx("reading lid_to_pn")?;
+        out.push((k.value().to_string(), v.value().to_string()));
+    }
+    Ok(out)
+}
+
+/// The JID a person is shown under: the phone JID for a mapped LID, otherwise the JID itself.
+pub fn canonical(txn: &ReadTransaction, any_jid: &str) -> Result<String> {
+    if jid::is_lid(any_jid)
+        && let Some(pn) = pn_for_lid(txn, any_jid)?
+    {
+        return Ok(pn);
+    }
+    Ok(any_jid.to_string())
+}
+
+/// The JID itself plus its other identity (LID ↔ phone), if known. The first entry is `jid`.
+pub fn related_jids(txn: &ReadTransaction, any_jid: &str) -> Result<Vec<String>> {
+    let mut out = vec![any_jid.to_string()];
+    if jid::is_lid(any_jid) {
+        if let Some(pn) = pn_for_lid(txn, any_jid)? {
+            out.push(pn);
+        }
+    } else if jid::is_pn(any_jid)
+        && let Some(lid) = lid_for_pn(txn, any_jid)?
+    {
+        out.push(lid);
+    }
+    Ok(out)
+}
+
+pub fn group(txn: &ReadTransaction, group_jid: &str) -> Result<Option<GroupRow>> {
+    let t = txn.open_table(GROUPS).ctx("opening groups")?;
+    let row = t.get(group_jid).ctx("reading groups")?;
+    row.map(|v| GroupRow::decode(v.value())).transpose()
+}
+
+/// Every group, in JID order.
+pub fn groups_all(txn: &ReadTransaction) -> Result<Vec<(String, GroupRow)>> {
+    let t = txn.open_table(GROUPS).ctx("opening groups")?;
+    let mut out = Vec::new();
+    for e in t.iter().ctx("reading groups")? {
+        let (k, v) = e.ctx("reading groups")?;
+        out.push((k.value().to_string(), GroupRow::decode(v.value())?));
+    }
+    Ok(out)
+}
+
+/// `(member JID, role)` of a group.
+pub fn group_members(txn: &ReadTransaction, group_jid: &str) -> Result<Vec<(String, String)>> {
+    let t = txn.open_table(GROUP_MEMBERS).ctx("opening group_members")?;
+    let mut out = Vec::new();
+    for e in t.range((group_jid, "")..).ctx("reading group_members")? {
+        let (k, v) = e.ctx("reading group_members")?;
+        if k.value().0 != group_jid {
+            break;
+        }
+        out.push((k.value().1.to_string(), v.value().to_string()));
+    }
+    Ok(out)
+}
+
+/// Row counts, for `/api/status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub chats: u64,
+    pub messages: u64,
+    pub contacts: u64,
+    pub groups: u64,
+    pub media: u64,
+}
+
+pub fn counts(txn: &ReadTransaction) -> Result<Counts> {
+    Ok(Counts {
+        chats: txn.open_table(CHATS).ctx("opening chats")?.len().ctx("counting chats")?,
+        messages: txn.open_table(MESSAGES).ctx("opening messages")?.len().ctx("counting messages")?,
+        contacts: txn.open_table(CONTACTS).ctx("opening contacts")?.len().ctx("counting contacts")?,
+        groups: txn.open_table(GROUPS).ctx("opening groups")?.len().ctx("counting groups")?,
+        media: txn.open_table(MEDIA).ctx("opening media")?.len().ctx("counting media")?,
+    })
+}
