@@ -17,6 +17,12 @@ pub enum Command {
     Serve,
     /// Print the access token and exit.
     Token,
+    /// Import a JSON Lines file into the store.
+    Import { file: PathBuf },
+    /// Export the store (or one chat) as JSON Lines.
+    Export { chat: Option<String>, out: PathBuf },
+    /// Fill the store with synthetic data.
+    DemoData { messages: u64, chats: u64 },
     /// Print the help text and exit 0.
     Help,
     /// Print the version and exit 0.
@@ -37,6 +43,12 @@ pub struct Config {
     pub transport: Transport,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// The redb file (`DB_PATH`, default `<data-dir>/store.redb`).
+    pub db_path: PathBuf,
+    /// redb's page cache in MiB (`STORE_CACHE_MB`).
+    pub store_cache_mb: usize,
+    /// `AUTO_SELECT_CONTACT`: `get_chat_by_contact` picks a clear best match by itself.
+    pub auto_select_contact: bool,
     /// `ACCESS_TOKEN`; the token file in the data dir is read later, by `http::auth`.
     pub access_token: Option<String>,
     /// `ALLOWED_HOSTS` entries, lower-case, without ports.
@@ -78,6 +90,14 @@ USAGE:
 COMMANDS:
     (none)      serve MCP at /mcp, the admin page at /admin and the APIs
     token       print the access token (from ACCESS_TOKEN or the data dir) and exit
+    import FILE
+                import a JSON Lines backup (chats, messages, contacts, groups, mappings);
+                all or nothing, and importing the same file twice changes nothing
+    export [--chat JID] --out FILE
+                export the whole store, or one chat, as JSON Lines (--out - for stdout)
+    demo-data [--messages N] [--chats M]
+                fill the store with realistic synthetic data (default 10000 messages, 50 chats)
+    import, export and demo-data stop with exit code 3 if a running server holds the data dir.
 
 FLAGS (they work before or after a command):
     --listen ADDR:PORT   bind address (env LISTEN, default 127.0.0.1:3003)
@@ -91,6 +111,9 @@ ENVIRONMENT:
     LISTEN                          bind address, ADDR:PORT (default 127.0.0.1:3003)
     DATA_DIR                        data folder (default ./data)
     TRANSPORT                       http | stdio (default http)
+    DB_PATH                         the store file (default DATA_DIR/store.redb)
+    STORE_CACHE_MB                  the store's page cache in MiB (default 16)
+    AUTO_SELECT_CONTACT             1/true: get_chat_by_contact picks a clear best match itself
     ACCESS_TOKEN                    bearer token for /mcp, /api/* and /media. On a non-loopback
                                     address without one, a token is generated into
                                     DATA_DIR/access_token (mode 0600) and logged once
@@ -133,6 +156,12 @@ impl Config {
         let mut transport_flag = None;
         let mut help = false;
         let mut version = false;
+        // Command-specific flags, checked once the command is known.
+        let mut chat_flag = None;
+        let mut out_flag = None;
+        let mut messages_flag = None;
+        let mut chats_flag = None;
+        let mut positional = Vec::new();
 
         let mut i = 0;
         while i < args.len() {
@@ -157,15 +186,22 @@ impl Config {
                 "--http" | "--streamable-http" => transport_flag = Some(Transport::Http),
                 "-h" | "--help" => help = true,
                 "-V" | "--version" => version = true,
-                "token" if command.is_none() => command = Some(Command::Token),
+                "--chat" => chat_flag = Some(value("--chat JID")?),
+                "--out" => out_flag = Some(value("--out FILE")?),
+                "--messages" => messages_flag = Some(value("--messages N")?),
+                "--chats" => chats_flag = Some(value("--chats N")?),
+                "token" | "import" | "export" | "demo-data" if command.is_none() => {
+                    command = Some(name.to_string())
+                }
                 other if other.starts_with('-') => {
                     return Err(ConfigError(format!(
                         "unknown flag {other}; run whatsapp-mcp-stream --help for the list"
                     )));
                 }
+                other if command.is_some() => positional.push(other.to_string()),
                 other => {
                     return Err(ConfigError(format!(
-                        "unknown command {other:?}; the commands are: token (see --help)"
+                        "unknown command {other:?}; the commands are: token, import, export, demo-data (see --help)"
                     )));
                 }
             }
@@ -176,7 +212,14 @@ impl Config {
         } else if version {
             Command::Version
         } else {
-            command.unwrap_or(Command::Serve)
+            build_command(
+                command.as_deref(),
+                positional,
+                chat_flag,
+                out_flag,
+                messages_flag,
+                chats_flag,
+            )?
         };
 
         let transport = match transport_flag {
@@ -205,6 +248,11 @@ impl Config {
                 .or_else(|| get("DATA_DIR"))
                 .unwrap_or_else(|| "./data".into()),
         );
+        let db_path = get("DB_PATH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("store.redb"));
+        let store_cache_mb = parse_number(&get, "STORE_CACHE_MB", 16, 1, 65_536)? as usize;
+        let auto_select_contact = parse_bool(&get, "AUTO_SELECT_CONTACT", false)?;
 
         let access_token = match get("ACCESS_TOKEN") {
             Some(t) if t.len() < 16 => {
@@ -267,6 +315,9 @@ impl Config {
             transport,
             listen,
             data_dir,
+            db_path,
+            store_cache_mb,
+            auto_select_contact,
             access_token,
             allowed_hosts,
             allow_any_host,
@@ -285,6 +336,97 @@ impl Config {
     /// The path of the generated access token.
     pub fn token_path(&self) -> PathBuf {
         self.data_dir.join("access_token")
+    }
+}
+
+/// Checks that each command gets exactly the flags and arguments it takes.
+fn build_command(
+    name: Option<&str>,
+    positional: Vec<String>,
+    chat: Option<String>,
+    out: Option<String>,
+    messages: Option<String>,
+    chats: Option<String>,
+) -> Result<Command, ConfigError> {
+    let only = |cmd: &str, allowed: &[&str]| -> Result<(), ConfigError> {
+        for (flag, set) in [
+            ("--chat", chat.is_some()),
+            ("--out", out.is_some()),
+            ("--messages", messages.is_some()),
+            ("--chats", chats.is_some()),
+        ] {
+            if set && !allowed.contains(&flag) {
+                return Err(ConfigError(format!(
+                    "{flag} does not apply to {cmd}; see --help"
+                )));
+            }
+        }
+        Ok(())
+    };
+    let no_args = |cmd: &str| -> Result<(), ConfigError> {
+        match positional.first() {
+            Some(extra) => Err(ConfigError(format!(
+                "{cmd} takes no argument {extra:?}; see --help"
+            ))),
+            None => Ok(()),
+        }
+    };
+    match name {
+        None => {
+            only("the server", &[])?;
+            no_args("the server")?;
+            Ok(Command::Serve)
+        }
+        Some("token") => {
+            only("token", &[])?;
+            no_args("token")?;
+            Ok(Command::Token)
+        }
+        Some("import") => {
+            only("import", &[])?;
+            match positional.as_slice() {
+                [file] => Ok(Command::Import {
+                    file: PathBuf::from(file),
+                }),
+                _ => Err(ConfigError(
+                    "import needs exactly one FILE: whatsapp-mcp-stream import backup.jsonl".into(),
+                )),
+            }
+        }
+        Some("export") => {
+            only("export", &["--chat", "--out"])?;
+            no_args("export")?;
+            let out = out.ok_or_else(|| {
+                ConfigError("export needs --out FILE (use - for standard output)".into())
+            })?;
+            Ok(Command::Export {
+                chat,
+                out: PathBuf::from(out),
+            })
+        }
+        Some("demo-data") => {
+            only("demo-data", &["--messages", "--chats"])?;
+            no_args("demo-data")?;
+            let number = |flag: &str,
+                          v: Option<String>,
+                          default: u64,
+                          max: u64|
+             -> Result<u64, ConfigError> {
+                match v {
+                    None => Ok(default),
+                    Some(raw) => match raw.parse::<u64>() {
+                        Ok(n) if (1..=max).contains(&n) => Ok(n),
+                        _ => Err(ConfigError(format!(
+                            "{flag} {raw:?} is not valid; use a whole number from 1 to {max}"
+                        ))),
+                    },
+                }
+            };
+            let messages = number("--messages", messages, 10_000, 100_000_000)?;
+            let chats = number("--chats", chats, 50, 1_000_000)?;
+            Ok(Command::DemoData { messages, chats })
+        }
+        Some(other) => Err(ConfigError(format!("unknown command {other:?}"))),
     }
 }
 
@@ -425,6 +567,53 @@ mod tests {
         assert_eq!(b.command, Command::Token);
         assert_eq!(a.data_dir, PathBuf::from("/x"));
         assert_eq!(b.data_dir, PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn subcommands_and_their_flags() {
+        let c = parse(
+            &["export", "--out", "f.jsonl", "--chat", "1@s.whatsapp.net"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.command,
+            Command::Export {
+                chat: Some("1@s.whatsapp.net".into()),
+                out: PathBuf::from("f.jsonl")
+            }
+        );
+        let c = parse(&["--data-dir", "/d", "import", "x.jsonl"], &[]).unwrap();
+        assert_eq!(
+            c.command,
+            Command::Import {
+                file: PathBuf::from("x.jsonl")
+            }
+        );
+        assert_eq!(c.db_path, PathBuf::from("/d/store.redb"));
+        let c = parse(&["demo-data", "--messages", "5", "--chats", "2"], &[]).unwrap();
+        assert_eq!(
+            c.command,
+            Command::DemoData {
+                messages: 5,
+                chats: 2
+            }
+        );
+        assert!(parse(&["export"], &[]).unwrap_err().0.contains("--out"));
+        assert!(parse(&["import"], &[]).unwrap_err().0.contains("FILE"));
+        assert!(
+            parse(&["token", "--out", "x"], &[])
+                .unwrap_err()
+                .0
+                .contains("--out")
+        );
+        assert!(
+            parse(&["demo-data", "--messages", "0"], &[])
+                .unwrap_err()
+                .0
+                .contains("--messages")
+        );
+        assert!(parse(&["--chat", "x"], &[]).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Owns: the order things start in and the exit codes (0 fine, 1 runtime failure, 2 bad
 //! configuration). Must not: hold logic that belongs to a module.
 
-use whatsapp_mcp_stream::{config, http, mcp, runtime, tools};
+use whatsapp_mcp_stream::{config, http, mcp, runtime, store, tools};
 
 use config::{Command, Config, Transport};
 use std::process::ExitCode;
@@ -31,11 +31,22 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Token => print_token(&config),
+        Command::Import { ref file } => open_store(&config).and_then(|s| run_import(&s, file)),
+        Command::Export { ref chat, ref out } => {
+            open_store(&config).and_then(|s| run_export(&s, chat.as_deref(), out))
+        }
+        Command::DemoData { messages, chats } => {
+            open_store(&config).and_then(|s| run_demo(&s, messages, chats))
+        }
         Command::Serve => serve(config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Busy(e)) => {
+            eprintln!("whatsapp-mcp-stream: {e}");
+            ExitCode::from(3)
+        }
+        Err(Failure::Fatal(e)) => {
             log::error!("{e}");
             eprintln!("whatsapp-mcp-stream: {e}");
             ExitCode::from(1)
@@ -43,7 +54,48 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_token(config: &Config) -> Result<(), String> {
+/// How a command failed: exit 3 when the data dir is held by a running server, else 1.
+enum Failure {
+    Busy(String),
+    Fatal(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Failure {
+        Failure::Fatal(e)
+    }
+}
+
+fn open_store(config: &Config) -> Result<store::Store, Failure> {
+    store::Store::open(&config.db_path, config.store_cache_mb).map_err(|e| match e {
+        store::OpenError::Locked(_) => Failure::Busy(e.to_string()),
+        store::OpenError::Other(_) => Failure::Fatal(e.to_string()),
+    })
+}
+
+fn run_import(store: &store::Store, file: &std::path::Path) -> Result<(), Failure> {
+    let report = store::jsonl::import_file(store, file).map_err(|e| e.to_string())?;
+    println!("{report}");
+    Ok(())
+}
+
+fn run_export(
+    store: &store::Store,
+    chat: Option<&str>,
+    out: &std::path::Path,
+) -> Result<(), Failure> {
+    let report = store::jsonl::export_file(store, chat, out).map_err(|e| e.to_string())?;
+    eprintln!("{report}");
+    Ok(())
+}
+
+fn run_demo(store: &store::Store, messages: u64, chats: u64) -> Result<(), Failure> {
+    let report = store::demo::generate(store, messages, chats).map_err(|e| e.to_string())?;
+    println!("{report}");
+    Ok(())
+}
+
+fn print_token(config: &Config) -> Result<(), Failure> {
     if let Some(t) = &config.access_token {
         println!("{t}");
         return Ok(());
@@ -53,27 +105,30 @@ fn print_token(config: &Config) -> Result<(), String> {
             println!("{t}");
             Ok(())
         }
-        None => Err(format!(
+        None => Err(Failure::Fatal(format!(
             "no access token is configured: ACCESS_TOKEN is unset and {} does not exist. \
              One is generated the first time the server listens on a non-loopback address, \
              or set ACCESS_TOKEN yourself",
             config.token_path().display()
-        )),
+        ))),
     }
 }
 
-fn serve(config: Config) -> Result<(), String> {
+fn serve(config: Config) -> Result<(), Failure> {
+    let store = open_store(&config)?;
     let registry = tools::Registry::new(tools::ToolEnv {
         read_only: config.read_only,
+        auto_select_contact: config.auto_select_contact,
+        store,
     });
     let dispatcher = Arc::new(mcp::dispatch::Dispatcher::new(registry));
     let threads = config.worker_threads;
     if config.transport == Transport::Stdio {
         log::info!("serving MCP on stdio");
         return runtime::block_on(threads, mcp::stdio::serve(dispatcher))
-            .map_err(|e| format!("stdio failed: {e}"));
+            .map_err(|e| Failure::Fatal(format!("stdio failed: {e}")));
     }
-    let auth = http::auth::Auth::init(&config)?;
+    let auth = http::auth::Auth::init(&config).map_err(Failure::Fatal)?;
     let sessions = Arc::new(mcp::session::Sessions::new(
         Duration::from_secs(config.session_idle_secs),
         config.max_sessions,
@@ -114,6 +169,7 @@ fn serve(config: Config) -> Result<(), String> {
         });
         http::serve(listener, app).await;
         drop(sweeper);
-        Ok(())
+        Ok::<(), String>(())
     })
+    .map_err(Failure::Fatal)
 }

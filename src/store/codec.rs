@@ -72,7 +72,11 @@ fn corrupt(what: &str) -> StoreError {
 impl<'a> Dec<'a> {
     pub fn new(buf: &'a [u8]) -> Result<Dec<'a>, StoreError> {
         let version = *buf.first().ok_or_else(|| corrupt("empty"))?;
-        Ok(Dec { buf, pos: 1, version })
+        Ok(Dec {
+            buf,
+            pos: 1,
+            version,
+        })
     }
     fn at_end(&self) -> bool {
         self.pos >= self.buf.len()
@@ -83,7 +87,10 @@ impl<'a> Dec<'a> {
         }
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
-            let byte = *self.buf.get(self.pos).ok_or_else(|| corrupt("truncated number"))?;
+            let byte = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| corrupt("truncated number"))?;
             self.pos += 1;
             v |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
@@ -108,7 +115,11 @@ impl<'a> Dec<'a> {
             return Ok(Vec::new());
         }
         let len = self.u64()? as usize;
-        let end = self.pos.checked_add(len).filter(|e| *e <= self.buf.len()).ok_or_else(|| corrupt("truncated bytes"))?;
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or_else(|| corrupt("truncated bytes"))?;
         let out = self.buf[self.pos..end].to_vec();
         self.pos = end;
         Ok(out)
@@ -117,10 +128,18 @@ impl<'a> Dec<'a> {
         String::from_utf8(self.bytes()?).map_err(|_| corrupt("invalid UTF-8"))
     }
     pub fn opt_str(&mut self) -> Result<Option<String>, StoreError> {
-        if self.bool()? { self.str().map(Some) } else { Ok(None) }
+        if self.bool()? {
+            self.str().map(Some)
+        } else {
+            Ok(None)
+        }
     }
     pub fn opt_bytes(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
-        if self.bool()? { self.bytes().map(Some) } else { Ok(None) }
+        if self.bool()? {
+            self.bytes().map(Some)
+        } else {
+            Ok(None)
+        }
     }
 }
 

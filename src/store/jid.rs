@@ -22,7 +22,11 @@ pub fn normalize(raw: &str) -> Option<String> {
     if user.is_empty() || server.is_empty() || server.contains('@') {
         return None;
     }
-    let server = if server == "c.us" { PN_SERVER.to_string() } else { server };
+    let server = if server == "c.us" {
+        PN_SERVER.to_string()
+    } else {
+        server
+    };
     Some(format!("{user}@{server}"))
 }
 
@@ -60,13 +64,22 @@ pub fn digits(raw: &str) -> Option<String> {
 /// as a PN JID. Needs 6 to 15 digits (E.164 allows at most 15).
 pub fn pn_from_number(raw: &str) -> Option<String> {
     let d = digits(raw)?;
-    let d = d.strip_prefix("00").filter(|rest| raw.trim_start().starts_with("00") && !rest.is_empty()).unwrap_or(&d);
-    (6..=15).contains(&d.len()).then(|| format!("{d}@{PN_SERVER}"))
+    let d = d
+        .strip_prefix("00")
+        .filter(|rest| raw.trim_start().starts_with("00") && !rest.is_empty())
+        .unwrap_or(&d);
+    (6..=15)
+        .contains(&d.len())
+        .then(|| format!("{d}@{PN_SERVER}"))
 }
 
 /// A JID from what a person typed: a JID as is (normalized), or a phone number.
 pub fn parse_address(raw: &str) -> Option<String> {
-    if raw.contains('@') { normalize(raw) } else { pn_from_number(raw) }
+    if raw.contains('@') {
+        normalize(raw)
+    } else {
+        pn_from_number(raw)
+    }
 }
 
 #[cfg(test)]
@@ -75,10 +88,19 @@ mod tests {
 
     #[test]
     fn normalization_follows_the_original() {
-        assert_eq!(normalize("123:5@s.whatsapp.net").as_deref(), Some("123@s.whatsapp.net"));
+        assert_eq!(
+            normalize("123:5@s.whatsapp.net").as_deref(),
+            Some("123@s.whatsapp.net")
+        );
         assert_eq!(normalize("abc:3@lid").as_deref(), Some("abc@lid"));
-        assert_eq!(normalize("123_1@s.whatsapp.net").as_deref(), Some("123@s.whatsapp.net"));
-        assert_eq!(normalize("4477@c.us").as_deref(), Some("4477@s.whatsapp.net"));
+        assert_eq!(
+            normalize("123_1@s.whatsapp.net").as_deref(),
+            Some("123@s.whatsapp.net")
+        );
+        assert_eq!(
+            normalize("4477@c.us").as_deref(),
+            Some("4477@s.whatsapp.net")
+        );
         assert_eq!(normalize("12345"), None);
         assert_eq!(normalize("@s.whatsapp.net"), None);
         assert_eq!(normalize("1203-45@G.US").as_deref(), Some("1203-45@g.us"));

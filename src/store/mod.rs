@@ -21,7 +21,9 @@
 //! See `schema.rs` for the tables and key layouts; values are encoded by `codec.rs`.
 
 pub mod codec;
+pub mod demo;
 pub mod jid;
+pub mod jsonl;
 pub mod model;
 pub mod queries;
 pub mod schema;
@@ -113,9 +115,14 @@ impl Store {
         builder.set_cache_size(cache_mb.max(1) * 1024 * 1024);
         let db = match builder.create(path) {
             Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(OpenError::Locked(path.to_path_buf())),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(OpenError::Locked(path.to_path_buf()));
+            }
             Err(e) => {
-                return Err(OpenError::Other(StoreError(format!("opening the store {}: {e}", path.display()))));
+                return Err(OpenError::Other(StoreError(format!(
+                    "opening the store {}: {e}",
+                    path.display()
+                ))));
             }
         };
         let db = Arc::new(db);
@@ -127,7 +134,11 @@ impl Store {
             .spawn(move || writer_loop(&writer_db, rx))
             .ctx("starting the store writer thread")
             .map_err(OpenError::Other)?;
-        Ok(Store { db, queue, path: Arc::new(path.to_path_buf()) })
+        Ok(Store {
+            db,
+            queue,
+            path: Arc::new(path.to_path_buf()),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -141,10 +152,15 @@ impl Store {
     {
         let (done, rx) = async_channel::bounded(1);
         self.queue
-            .send(Queued { job: Box::new(job), done })
+            .send(Queued {
+                job: Box::new(job),
+                done,
+            })
             .await
             .map_err(|_| StoreError("the store writer has stopped".into()))?;
-        rx.recv().await.map_err(|_| StoreError("the store writer stopped before committing".into()))?
+        rx.recv()
+            .await
+            .map_err(|_| StoreError("the store writer stopped before committing".into()))?
     }
 
     /// The same as [`Store::write`], blocking the calling thread (CLI commands and tests).
@@ -213,7 +229,10 @@ fn run_batch(db: &Database, batch: Vec<Queued>) {
                 }
                 return;
             }
-            Err(e) => log::debug!("group commit of {} writes failed ({e}); retrying each alone", batch.len()),
+            Err(e) => log::debug!(
+                "group commit of {} writes failed ({e}); retrying each alone",
+                batch.len()
+            ),
         }
     }
     for q in batch {

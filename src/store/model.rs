@@ -283,13 +283,34 @@ mod tests {
             push_name: None,
         };
         assert_eq!(MessageRow::decode(&m.encode()).unwrap(), m);
-        let c = ChatRow { name: Some("x".into()), is_group: true, unread: 3, ts: 5, last_doc: 9, ..ChatRow::default() };
+        let c = ChatRow {
+            name: Some("x".into()),
+            is_group: true,
+            unread: 3,
+            ts: 5,
+            last_doc: 9,
+            ..ChatRow::default()
+        };
         assert_eq!(ChatRow::decode(&c.encode()).unwrap(), c);
-        let k = ContactRow { name: None, pushname: Some("p".into()), number: Some("1".into()), is_my_contact: true, updated_at: 2 };
+        let k = ContactRow {
+            name: None,
+            pushname: Some("p".into()),
+            number: Some("1".into()),
+            is_my_contact: true,
+            updated_at: 2,
+        };
         assert_eq!(ContactRow::decode(&k.encode()).unwrap(), k);
-        let g = GroupRow { subject: Some("s".into()), size: 4, ..GroupRow::default() };
+        let g = GroupRow {
+            subject: Some("s".into()),
+            size: 4,
+            ..GroupRow::default()
+        };
         assert_eq!(GroupRow::decode(&g.encode()).unwrap(), g);
-        let r = MediaRef { kind: "image".into(), media_key: Some(vec![1, 2]), ..MediaRef::default() };
+        let r = MediaRef {
+            kind: "image".into(),
+            media_key: Some(vec![1, 2]),
+            ..MediaRef::default()
+        };
         assert_eq!(MediaRef::decode(&r.encode()).unwrap(), r);
     }
 

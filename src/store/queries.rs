@@ -35,7 +35,10 @@ pub struct StoredChat {
 
 pub fn own_jid(txn: &ReadTransaction) -> Result<Option<String>> {
     let meta = txn.open_table(META).ctx("opening meta")?;
-    Ok(meta.get("own_jid").ctx("reading meta")?.and_then(|v| String::from_utf8(v.value().to_vec()).ok()))
+    Ok(meta
+        .get("own_jid")
+        .ctx("reading meta")?
+        .and_then(|v| String::from_utf8(v.value().to_vec()).ok()))
 }
 
 pub fn chat(txn: &ReadTransaction, chat_jid: &str) -> Result<Option<ChatRow>> {
@@ -45,13 +48,18 @@ pub fn chat(txn: &ReadTransaction, chat_jid: &str) -> Result<Option<ChatRow>> {
 }
 
 /// Chats by last activity, newest first, for as long as `visit` returns true.
-pub fn chats_newest(txn: &ReadTransaction, visit: &mut dyn FnMut(StoredChat) -> Result<bool>) -> Result<()> {
+pub fn chats_newest(
+    txn: &ReadTransaction,
+    visit: &mut dyn FnMut(StoredChat) -> Result<bool>,
+) -> Result<()> {
     let by_time = txn.open_table(CHATS_BY_TIME).ctx("opening chats_by_time")?;
     let chats = txn.open_table(CHATS).ctx("opening chats")?;
     for entry in by_time.iter().ctx("reading chats_by_time")?.rev() {
         let (k, _) = entry.ctx("reading chats_by_time")?;
         let jid = k.value().1.to_string();
-        let Some(v) = chats.get(jid.as_str()).ctx("reading chats")? else { continue };
+        let Some(v) = chats.get(jid.as_str()).ctx("reading chats")? else {
+            continue;
+        };
         let row = ChatRow::decode(v.value())?;
         if !visit(StoredChat { jid, row })? {
             break;
@@ -62,18 +70,26 @@ pub fn chats_newest(txn: &ReadTransaction, visit: &mut dyn FnMut(StoredChat) -> 
 
 fn chat_no(txn: &ReadTransaction, chat_jid: &str) -> Result<Option<u32>> {
     let numbers = txn.open_table(CHAT_NUMBERS).ctx("opening chat_numbers")?;
-    Ok(numbers.get(chat_jid).ctx("reading chat_numbers")?.map(|n| n.value()))
+    Ok(numbers
+        .get(chat_jid)
+        .ctx("reading chat_numbers")?
+        .map(|n| n.value()))
 }
 
 pub fn chat_jid_of(txn: &ReadTransaction, chat_no: u32) -> Result<Option<String>> {
     let jids = txn.open_table(CHAT_JIDS).ctx("opening chat_jids")?;
-    Ok(jids.get(chat_no).ctx("reading chat_jids")?.map(|v| v.value().to_string()))
+    Ok(jids
+        .get(chat_no)
+        .ctx("reading chat_jids")?
+        .map(|v| v.value().to_string()))
 }
 
 /// A message by doc.
 pub fn message_at(txn: &ReadTransaction, doc: Doc) -> Result<Option<StoredMessage>> {
     let messages = txn.open_table(MESSAGES).ctx("opening messages")?;
-    let Some(v) = messages.get(doc).ctx("reading messages")? else { return Ok(None) };
+    let Some(v) = messages.get(doc).ctx("reading messages")? else {
+        return Ok(None);
+    };
     let row = MessageRow::decode(v.value())?;
     let chat_jid = chat_jid_of(txn, row.chat_no)?.unwrap_or_default();
     Ok(Some(StoredMessage { doc, chat_jid, row }))
@@ -81,17 +97,32 @@ pub fn message_at(txn: &ReadTransaction, doc: Doc) -> Result<Option<StoredMessag
 
 /// A message by chat and WhatsApp id.
 pub fn message(txn: &ReadTransaction, chat_jid: &str, id: &str) -> Result<Option<StoredMessage>> {
-    let Some(no) = chat_no(txn, chat_jid)? else { return Ok(None) };
+    let Some(no) = chat_no(txn, chat_jid)? else {
+        return Ok(None);
+    };
     let ids = txn.open_table(MESSAGE_IDS).ctx("opening message_ids")?;
-    let Some(doc) = ids.get((no, id)).ctx("reading message_ids")?.map(|d| d.value()) else { return Ok(None) };
+    let Some(doc) = ids
+        .get((no, id))
+        .ctx("reading message_ids")?
+        .map(|d| d.value())
+    else {
+        return Ok(None);
+    };
     message_at(txn, doc)
 }
 
 /// A message by its public id `"<chat jid>:<id>"`. The chat JID itself contains no `:` once
 /// normalized, but an id may, so the split is at the first `:` after the `@`.
-pub fn message_by_public_id(txn: &ReadTransaction, public_id: &str) -> Result<Option<StoredMessage>> {
-    let Some(at) = public_id.find('@') else { return Ok(None) };
-    let Some(colon) = public_id[at..].find(':').map(|c| c + at) else { return Ok(None) };
+pub fn message_by_public_id(
+    txn: &ReadTransaction,
+    public_id: &str,
+) -> Result<Option<StoredMessage>> {
+    let Some(at) = public_id.find('@') else {
+        return Ok(None);
+    };
+    let Some(colon) = public_id[at..].find(':').map(|c| c + at) else {
+        return Ok(None);
+    };
     let (chat, id) = (&public_id[..colon], &public_id[colon + 1..]);
     if id.is_empty() {
         return Ok(None);
@@ -112,39 +143,66 @@ pub fn message_by_public_id(txn: &ReadTransaction, public_id: &str) -> Result<Op
 
 /// Up to `limit` messages of a chat older than `before` (exclusive; `None` = newest), newest
 /// first.
-pub fn messages_before(txn: &ReadTransaction, chat_jid: &str, before: Option<Doc>, limit: usize) -> Result<Vec<StoredMessage>> {
-    let Some(no) = chat_no(txn, chat_jid)? else { return Ok(Vec::new()) };
+pub fn messages_before(
+    txn: &ReadTransaction,
+    chat_jid: &str,
+    before: Option<Doc>,
+    limit: usize,
+) -> Result<Vec<StoredMessage>> {
+    let Some(no) = chat_no(txn, chat_jid)? else {
+        return Ok(Vec::new());
+    };
     let timeline = txn.open_table(CHAT_TIMELINE).ctx("opening chat_timeline")?;
     let messages = txn.open_table(MESSAGES).ctx("opening messages")?;
     let end = before.unwrap_or(u64::MAX);
     let mut out = Vec::with_capacity(limit.min(1024));
-    let range = timeline.range((no, 0)..(no, end)).ctx("reading chat_timeline")?;
+    let range = timeline
+        .range((no, 0)..(no, end))
+        .ctx("reading chat_timeline")?;
     for entry in range.rev() {
         if out.len() >= limit {
             break;
         }
         let doc = entry.ctx("reading chat_timeline")?.0.value().1;
         if let Some(v) = messages.get(doc).ctx("reading messages")? {
-            out.push(StoredMessage { doc, chat_jid: chat_jid.to_string(), row: MessageRow::decode(v.value())? });
+            out.push(StoredMessage {
+                doc,
+                chat_jid: chat_jid.to_string(),
+                row: MessageRow::decode(v.value())?,
+            });
         }
     }
     Ok(out)
 }
 
 /// Up to `limit` messages of a chat newer than `after` (exclusive), oldest first.
-pub fn messages_after(txn: &ReadTransaction, chat_jid: &str, after: Doc, limit: usize) -> Result<Vec<StoredMessage>> {
-    let Some(no) = chat_no(txn, chat_jid)? else { return Ok(Vec::new()) };
+pub fn messages_after(
+    txn: &ReadTransaction,
+    chat_jid: &str,
+    after: Doc,
+    limit: usize,
+) -> Result<Vec<StoredMessage>> {
+    let Some(no) = chat_no(txn, chat_jid)? else {
+        return Ok(Vec::new());
+    };
     let timeline = txn.open_table(CHAT_TIMELINE).ctx("opening chat_timeline")?;
     let messages = txn.open_table(MESSAGES).ctx("opening messages")?;
     let mut out = Vec::with_capacity(limit.min(1024));
     let start = after.saturating_add(1);
-    for entry in timeline.range((no, start)..=(no, u64::MAX)).ctx("reading chat_timeline")? {
+    for entry in timeline
+        .range((no, start)..=(no, u64::MAX))
+        .ctx("reading chat_timeline")?
+    {
         if out.len() >= limit {
             break;
         }
         let doc = entry.ctx("reading chat_timeline")?.0.value().1;
         if let Some(v) = messages.get(doc).ctx("reading messages")? {
-            out.push(StoredMessage { doc, chat_jid: chat_jid.to_string(), row: MessageRow::decode(v.value())? });
+            out.push(StoredMessage {
+                doc,
+                chat_jid: chat_jid.to_string(),
+                row: MessageRow::decode(v.value())?,
+            });
         }
     }
     Ok(out)
@@ -152,17 +210,28 @@ pub fn messages_after(txn: &ReadTransaction, chat_jid: &str, after: Doc, limit: 
 
 /// Messages of any chat newer than `after` (exclusive), oldest first (for waiting on new
 /// messages). Scans the global message table from the given doc.
-pub fn messages_since(txn: &ReadTransaction, after: Doc, limit: usize) -> Result<Vec<StoredMessage>> {
+pub fn messages_since(
+    txn: &ReadTransaction,
+    after: Doc,
+    limit: usize,
+) -> Result<Vec<StoredMessage>> {
     let messages = txn.open_table(MESSAGES).ctx("opening messages")?;
     let mut out = Vec::new();
-    for entry in messages.range(after.saturating_add(1)..).ctx("reading messages")? {
+    for entry in messages
+        .range(after.saturating_add(1)..)
+        .ctx("reading messages")?
+    {
         if out.len() >= limit {
             break;
         }
         let (k, v) = entry.ctx("reading messages")?;
         let row = MessageRow::decode(v.value())?;
         let chat_jid = chat_jid_of(txn, row.chat_no)?.unwrap_or_default();
-        out.push(StoredMessage { doc: k.value(), chat_jid, row });
+        out.push(StoredMessage {
+            doc: k.value(),
+            chat_jid,
+            row,
+        });
     }
     Ok(out)
 }
@@ -170,7 +239,11 @@ pub fn messages_since(txn: &ReadTransaction, after: Doc, limit: usize) -> Result
 /// The newest doc of all (0 when empty).
 pub fn newest_doc(txn: &ReadTransaction) -> Result<Doc> {
     let messages = txn.open_table(MESSAGES).ctx("opening messages")?;
-    Ok(messages.last().ctx("reading messages")?.map(|(k, _)| k.value()).unwrap_or(0))
+    Ok(messages
+        .last()
+        .ctx("reading messages")?
+        .map(|(k, _)| k.value())
+        .unwrap_or(0))
 }
 
 /// Docs at or after `ts_ms` start at this value (for `since` cursors given as times).
@@ -205,7 +278,10 @@ pub fn contact(txn: &ReadTransaction, contact_jid: &str) -> Result<Option<Contac
 }
 
 /// Every contact, in JID order.
-pub fn contacts_all(txn: &ReadTransaction, visit: &mut dyn FnMut(&str, ContactRow) -> Result<()>) -> Result<()> {
+pub fn contacts_all(
+    txn: &ReadTransaction,
+    visit: &mut dyn FnMut(&str, ContactRow) -> Result<()>,
+) -> Result<()> {
     let table = txn.open_table(CONTACTS).ctx("opening contacts")?;
     for e in table.iter().ctx("reading contacts")? {
         let (k, v) = e.ctx("reading contacts")?;
@@ -216,12 +292,16 @@ pub fn contacts_all(txn: &ReadTransaction, visit: &mut dyn FnMut(&str, ContactRo
 
 pub fn pn_for_lid(txn: &ReadTransaction, lid: &str) -> Result<Option<String>> {
     let t = txn.open_table(LID_TO_PN).ctx("opening lid_to_pn")?;
-    Ok(t.get(lid).ctx("reading lid_to_pn")?.map(|v| v.value().to_string()))
+    Ok(t.get(lid)
+        .ctx("reading lid_to_pn")?
+        .map(|v| v.value().to_string()))
 }
 
 pub fn lid_for_pn(txn: &ReadTransaction, pn: &str) -> Result<Option<String>> {
     let t = txn.open_table(PN_TO_LID).ctx("opening pn_to_lid")?;
-    Ok(t.get(pn).ctx("reading pn_to_lid")?.map(|v| v.value().to_string()))
+    Ok(t.get(pn)
+        .ctx("reading pn_to_lid")?
+        .map(|v| v.value().to_string()))
 }
 
 /// Every `(lid, pn)` mapping.
@@ -303,10 +383,30 @@ pub struct Counts {
 
 pub fn counts(txn: &ReadTransaction) -> Result<Counts> {
     Ok(Counts {
-        chats: txn.open_table(CHATS).ctx("opening chats")?.len().ctx("counting chats")?,
-        messages: txn.open_table(MESSAGES).ctx("opening messages")?.len().ctx("counting messages")?,
-        contacts: txn.open_table(CONTACTS).ctx("opening contacts")?.len().ctx("counting contacts")?,
-        groups: txn.open_table(GROUPS).ctx("opening groups")?.len().ctx("counting groups")?,
-        media: txn.open_table(MEDIA).ctx("opening media")?.len().ctx("counting media")?,
+        chats: txn
+            .open_table(CHATS)
+            .ctx("opening chats")?
+            .len()
+            .ctx("counting chats")?,
+        messages: txn
+            .open_table(MESSAGES)
+            .ctx("opening messages")?
+            .len()
+            .ctx("counting messages")?,
+        contacts: txn
+            .open_table(CONTACTS)
+            .ctx("opening contacts")?
+            .len()
+            .ctx("counting contacts")?,
+        groups: txn
+            .open_table(GROUPS)
+            .ctx("opening groups")?
+            .len()
+            .ctx("counting groups")?,
+        media: txn
+            .open_table(MEDIA)
+            .ctx("opening media")?
+            .len()
+            .ctx("counting media")?,
     })
 }

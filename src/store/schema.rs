@@ -41,7 +41,8 @@ pub const CONTACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("contact
 pub const LID_TO_PN: TableDefinition<&str, &str> = TableDefinition::new("lid_to_pn");
 pub const PN_TO_LID: TableDefinition<&str, &str> = TableDefinition::new("pn_to_lid");
 pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
-pub const GROUP_MEMBERS: TableDefinition<(&str, &str), &str> = TableDefinition::new("group_members");
+pub const GROUP_MEMBERS: TableDefinition<(&str, &str), &str> =
+    TableDefinition::new("group_members");
 pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 pub const SEND_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("send_log");
 
@@ -50,10 +51,18 @@ pub fn init(db: &Database) -> Result<()> {
     let txn = db.begin_write().ctx("starting the schema transaction")?;
     {
         let mut meta = txn.open_table(META).ctx("opening meta")?;
-        let found = meta.get("schema_version").ctx("reading the schema version")?.map(|v| {
-            let b = v.value();
-            u32::from_le_bytes([b.first().copied().unwrap_or(0), b.get(1).copied().unwrap_or(0), b.get(2).copied().unwrap_or(0), b.get(3).copied().unwrap_or(0)])
-        });
+        let found = meta
+            .get("schema_version")
+            .ctx("reading the schema version")?
+            .map(|v| {
+                let b = v.value();
+                u32::from_le_bytes([
+                    b.first().copied().unwrap_or(0),
+                    b.get(1).copied().unwrap_or(0),
+                    b.get(2).copied().unwrap_or(0),
+                    b.get(3).copied().unwrap_or(0),
+                ])
+            });
         match found {
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(StoreError(format!(
@@ -62,16 +71,19 @@ pub fn init(db: &Database) -> Result<()> {
             }
             Some(_) => {}
             None => {
-                meta.insert("schema_version", &SCHEMA_VERSION.to_le_bytes()[..]).ctx("writing the schema version")?;
+                meta.insert("schema_version", &SCHEMA_VERSION.to_le_bytes()[..])
+                    .ctx("writing the schema version")?;
             }
         }
     }
     txn.open_table(CHATS).ctx("creating chats")?;
-    txn.open_table(CHATS_BY_TIME).ctx("creating chats_by_time")?;
+    txn.open_table(CHATS_BY_TIME)
+        .ctx("creating chats_by_time")?;
     txn.open_table(CHAT_NUMBERS).ctx("creating chat_numbers")?;
     txn.open_table(CHAT_JIDS).ctx("creating chat_jids")?;
     txn.open_table(MESSAGES).ctx("creating messages")?;
-    txn.open_table(CHAT_TIMELINE).ctx("creating chat_timeline")?;
+    txn.open_table(CHAT_TIMELINE)
+        .ctx("creating chat_timeline")?;
     txn.open_table(MESSAGE_IDS).ctx("creating message_ids")?;
     txn.open_table(MEDIA).ctx("creating media")?;
     txn.open_table(REACTIONS).ctx("creating reactions")?;
@@ -79,7 +91,8 @@ pub fn init(db: &Database) -> Result<()> {
     txn.open_table(LID_TO_PN).ctx("creating lid_to_pn")?;
     txn.open_table(PN_TO_LID).ctx("creating pn_to_lid")?;
     txn.open_table(GROUPS).ctx("creating groups")?;
-    txn.open_table(GROUP_MEMBERS).ctx("creating group_members")?;
+    txn.open_table(GROUP_MEMBERS)
+        .ctx("creating group_members")?;
     txn.open_table(IDEMPOTENCY).ctx("creating idempotency")?;
     txn.open_table(SEND_LOG).ctx("creating send_log")?;
     super::search::create_tables(&txn)?;

@@ -29,7 +29,11 @@ pub(crate) fn msg(chat: &str, id: &str, ts: u64, from_me: bool, body: &str) -> N
     NewMessage {
         chat_jid: chat.into(),
         id: id.into(),
-        sender: if from_me { "me@s.whatsapp.net".into() } else { chat.into() },
+        sender: if from_me {
+            "me@s.whatsapp.net".into()
+        } else {
+            chat.into()
+        },
         from_me,
         timestamp_ms: ts,
         body: body.into(),
@@ -46,17 +50,38 @@ fn messages_in_any_order_keep_the_newest_as_last_and_count_unread() {
     let t = temp_store();
     let live = msg(A, "L1", 2_000, false, "live");
     let old = msg(A, "H1", 1_000, false, "history");
-    t.store.write_blocking(move |txn| writes::put_message(txn, &live).map(|_| ())).unwrap();
-    t.store.write_blocking(move |txn| writes::put_message(txn, &old).map(|_| ())).unwrap();
-    let chat = t.store.read_blocking(|r| queries::chat(r, A)).unwrap().unwrap();
-    let last = t.store.read_blocking(|r| queries::message_at(r, chat.last_doc)).unwrap().unwrap();
+    t.store
+        .write_blocking(move |txn| writes::put_message(txn, &live).map(|_| ()))
+        .unwrap();
+    t.store
+        .write_blocking(move |txn| writes::put_message(txn, &old).map(|_| ()))
+        .unwrap();
+    let chat = t
+        .store
+        .read_blocking(|r| queries::chat(r, A))
+        .unwrap()
+        .unwrap();
+    let last = t
+        .store
+        .read_blocking(|r| queries::message_at(r, chat.last_doc))
+        .unwrap()
+        .unwrap();
     assert_eq!(last.row.id, "L1");
     assert_eq!(chat.ts, 2_000);
     assert_eq!(chat.unread, 2);
     // The same message again is not counted twice.
     let again = msg(A, "L1", 2_000, false, "live");
-    t.store.write_blocking(move |txn| writes::put_message(txn, &again).map(|_| ())).unwrap();
-    assert_eq!(t.store.read_blocking(|r| queries::chat(r, A)).unwrap().unwrap().unread, 2);
+    t.store
+        .write_blocking(move |txn| writes::put_message(txn, &again).map(|_| ()))
+        .unwrap();
+    assert_eq!(
+        t.store
+            .read_blocking(|r| queries::chat(r, A))
+            .unwrap()
+            .unwrap()
+            .unread,
+        2
+    );
     // Reading returns the unread ids and resets the count; an older message stays read.
     let ids = smol::block_on(async {
         let (tx, rx) = async_channel::bounded(1);
@@ -72,11 +97,29 @@ fn messages_in_any_order_keep_the_newest_as_last_and_count_unread() {
     });
     assert_eq!(ids, vec!["H1".to_string(), "L1".to_string()]);
     let older = msg(A, "H0", 500, false, "older");
-    t.store.write_blocking(move |txn| writes::put_message(txn, &older).map(|_| ())).unwrap();
-    assert_eq!(t.store.read_blocking(|r| queries::chat(r, A)).unwrap().unwrap().unread, 0);
+    t.store
+        .write_blocking(move |txn| writes::put_message(txn, &older).map(|_| ()))
+        .unwrap();
+    assert_eq!(
+        t.store
+            .read_blocking(|r| queries::chat(r, A))
+            .unwrap()
+            .unwrap()
+            .unread,
+        0
+    );
     let newer = msg(A, "L2", 3_000, false, "newer");
-    t.store.write_blocking(move |txn| writes::put_message(txn, &newer).map(|_| ())).unwrap();
-    assert_eq!(t.store.read_blocking(|r| queries::chat(r, A)).unwrap().unwrap().unread, 1);
+    t.store
+        .write_blocking(move |txn| writes::put_message(txn, &newer).map(|_| ()))
+        .unwrap();
+    assert_eq!(
+        t.store
+            .read_blocking(|r| queries::chat(r, A))
+            .unwrap()
+            .unwrap()
+            .unread,
+        1
+    );
 }
 
 #[test]
@@ -84,7 +127,14 @@ fn chats_list_newest_first_and_names_survive_messages() {
     let t = temp_store();
     t.store
         .write_blocking(|txn| {
-            writes::update_chat(txn, &ChatUpdate { jid: B.into(), name: Some("Bob".into()), ..ChatUpdate::default() })?;
+            writes::update_chat(
+                txn,
+                &ChatUpdate {
+                    jid: B.into(),
+                    name: Some("Bob".into()),
+                    ..ChatUpdate::default()
+                },
+            )?;
             writes::put_message(txn, &msg(A, "1", 1_000, false, "a"))?;
             writes::put_message(txn, &msg(B, "2", 5_000, false, "b"))?;
             writes::put_message(txn, &msg(A, "3", 9_000, true, "c"))?;
@@ -100,8 +150,18 @@ fn chats_list_newest_first_and_names_survive_messages() {
             })
         })
         .unwrap();
-    assert_eq!(order, vec![(A.to_string(), None), (B.to_string(), Some("Bob".to_string()))]);
-    let a = t.store.read_blocking(|r| queries::chat(r, A)).unwrap().unwrap();
+    assert_eq!(
+        order,
+        vec![
+            (A.to_string(), None),
+            (B.to_string(), Some("Bob".to_string()))
+        ]
+    );
+    let a = t
+        .store
+        .read_blocking(|r| queries::chat(r, A))
+        .unwrap()
+        .unwrap();
     assert_eq!(a.unread, 0, "our own message marks the chat read");
 }
 
@@ -110,24 +170,69 @@ fn stubs_upgrade_edits_and_revokes() {
     let t = temp_store();
     let mut stub = msg(A, "X", 1_000, false, "");
     stub.kind = "unknown".into();
-    let full = NewMessage { media: Some(MediaRef { kind: "image".into(), ..MediaRef::default() }), ..msg(A, "X", 1_000, false, "caption") };
-    t.store.write_blocking(move |txn| writes::put_message(txn, &stub).map(|_| ())).unwrap();
-    t.store.write_blocking(move |txn| writes::put_message(txn, &full).map(|_| ())).unwrap();
-    let m = t.store.read_blocking(|r| queries::message(r, A, "X")).unwrap().unwrap();
+    let full = NewMessage {
+        media: Some(MediaRef {
+            kind: "image".into(),
+            ..MediaRef::default()
+        }),
+        ..msg(A, "X", 1_000, false, "caption")
+    };
+    t.store
+        .write_blocking(move |txn| writes::put_message(txn, &stub).map(|_| ()))
+        .unwrap();
+    t.store
+        .write_blocking(move |txn| writes::put_message(txn, &full).map(|_| ()))
+        .unwrap();
+    let m = t
+        .store
+        .read_blocking(|r| queries::message(r, A, "X"))
+        .unwrap()
+        .unwrap();
     assert_eq!(m.row.body, "caption");
     assert_eq!(m.row.kind, "conversation");
     assert!(m.row.has_media);
-    assert!(t.store.read_blocking(move |r| queries::media(r, m.doc)).unwrap().is_some());
+    assert!(
+        t.store
+            .read_blocking(move |r| queries::media(r, m.doc))
+            .unwrap()
+            .is_some()
+    );
 
-    t.store.write_blocking(|txn| writes::edit_message(txn, A, "X", "edited").map(|_| ())).unwrap();
-    let m = t.store.read_blocking(|r| queries::message(r, A, "X")).unwrap().unwrap();
+    t.store
+        .write_blocking(|txn| writes::edit_message(txn, A, "X", "edited").map(|_| ()))
+        .unwrap();
+    let m = t
+        .store
+        .read_blocking(|r| queries::message(r, A, "X"))
+        .unwrap()
+        .unwrap();
     assert_eq!(m.row.body, "edited");
-    t.store.write_blocking(|txn| writes::revoke_message(txn, A, "X").map(|_| ())).unwrap();
-    let m = t.store.read_blocking(|r| queries::message(r, A, "X")).unwrap().unwrap();
+    t.store
+        .write_blocking(|txn| writes::revoke_message(txn, A, "X").map(|_| ()))
+        .unwrap();
+    let m = t
+        .store
+        .read_blocking(|r| queries::message(r, A, "X"))
+        .unwrap()
+        .unwrap();
     assert!(m.row.is_revoked() && m.row.body.is_empty());
-    t.store.write_blocking(|txn| writes::delete_message(txn, A, "X").map(|_| ())).unwrap();
-    assert!(t.store.read_blocking(|r| queries::message(r, A, "X")).unwrap().is_none());
-    assert_eq!(t.store.read_blocking(|r| queries::chat(r, A)).unwrap().unwrap().last_doc, 0);
+    t.store
+        .write_blocking(|txn| writes::delete_message(txn, A, "X").map(|_| ()))
+        .unwrap();
+    assert!(
+        t.store
+            .read_blocking(|r| queries::message(r, A, "X"))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        t.store
+            .read_blocking(|r| queries::chat(r, A))
+            .unwrap()
+            .unwrap()
+            .last_doc,
+        0
+    );
 }
 
 #[test]
@@ -141,16 +246,43 @@ fn message_pages_and_public_ids() {
             Ok(())
         })
         .unwrap();
-    let newest = t.store.read_blocking(|r| queries::messages_before(r, A, None, 3)).unwrap();
-    assert_eq!(newest.iter().map(|m| m.row.id.as_str()).collect::<Vec<_>>(), vec!["M9", "M8", "M7"]);
-    let older = t.store.read_blocking(move |r| queries::messages_before(r, A, Some(newest[2].doc), 2)).unwrap();
-    assert_eq!(older.iter().map(|m| m.row.id.as_str()).collect::<Vec<_>>(), vec!["M6", "M5"]);
-    let after = t.store.read_blocking(move |r| queries::messages_after(r, A, older[1].doc, 2)).unwrap();
-    assert_eq!(after.iter().map(|m| m.row.id.as_str()).collect::<Vec<_>>(), vec!["M6", "M7"]);
-    let m = t.store.read_blocking(|r| queries::message_by_public_id(r, &format!("{A}:M4"))).unwrap().unwrap();
+    let newest = t
+        .store
+        .read_blocking(|r| queries::messages_before(r, A, None, 3))
+        .unwrap();
+    assert_eq!(
+        newest.iter().map(|m| m.row.id.as_str()).collect::<Vec<_>>(),
+        vec!["M9", "M8", "M7"]
+    );
+    let older = t
+        .store
+        .read_blocking(move |r| queries::messages_before(r, A, Some(newest[2].doc), 2))
+        .unwrap();
+    assert_eq!(
+        older.iter().map(|m| m.row.id.as_str()).collect::<Vec<_>>(),
+        vec!["M6", "M5"]
+    );
+    let after = t
+        .store
+        .read_blocking(move |r| queries::messages_after(r, A, older[1].doc, 2))
+        .unwrap();
+    assert_eq!(
+        after.iter().map(|m| m.row.id.as_str()).collect::<Vec<_>>(),
+        vec!["M6", "M7"]
+    );
+    let m = t
+        .store
+        .read_blocking(|r| queries::message_by_public_id(r, &format!("{A}:M4")))
+        .unwrap()
+        .unwrap();
     assert_eq!(m.public_id(), format!("{A}:M4"));
     assert_eq!(m.timestamp_ms(), 1_004);
-    assert!(t.store.read_blocking(|r| queries::message_by_public_id(r, "garbage")).unwrap().is_none());
+    assert!(
+        t.store
+            .read_blocking(|r| queries::message_by_public_id(r, "garbage"))
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -158,19 +290,51 @@ fn contacts_merge_and_identities_resolve() {
     let t = temp_store();
     t.store
         .write_blocking(|txn| {
-            writes::upsert_contact(txn, &ContactUpdate { jid: A.into(), name: Some("Ann".into()), ..ContactUpdate::default() })?;
-            writes::upsert_contact(txn, &ContactUpdate { jid: A.into(), pushname: Some("annie".into()), ..ContactUpdate::default() })?;
+            writes::upsert_contact(
+                txn,
+                &ContactUpdate {
+                    jid: A.into(),
+                    name: Some("Ann".into()),
+                    ..ContactUpdate::default()
+                },
+            )?;
+            writes::upsert_contact(
+                txn,
+                &ContactUpdate {
+                    jid: A.into(),
+                    pushname: Some("annie".into()),
+                    ..ContactUpdate::default()
+                },
+            )?;
             writes::put_mapping(txn, "999@lid", A)?;
             Ok(())
         })
         .unwrap();
-    let c = t.store.read_blocking(|r| queries::contact(r, A)).unwrap().unwrap();
+    let c = t
+        .store
+        .read_blocking(|r| queries::contact(r, A))
+        .unwrap()
+        .unwrap();
     assert_eq!(c.name.as_deref(), Some("Ann"));
     assert_eq!(c.pushname.as_deref(), Some("annie"));
     assert_eq!(c.number.as_deref(), Some("111"));
-    assert_eq!(t.store.read_blocking(|r| queries::canonical(r, "999@lid")).unwrap(), A);
-    assert_eq!(t.store.read_blocking(|r| queries::related_jids(r, A)).unwrap(), vec![A.to_string(), "999@lid".to_string()]);
-    assert!(t.store.write_blocking(|txn| writes::put_mapping(txn, A, "999@lid")).is_err());
+    assert_eq!(
+        t.store
+            .read_blocking(|r| queries::canonical(r, "999@lid"))
+            .unwrap(),
+        A
+    );
+    assert_eq!(
+        t.store
+            .read_blocking(|r| queries::related_jids(r, A))
+            .unwrap(),
+        vec![A.to_string(), "999@lid".to_string()]
+    );
+    assert!(
+        t.store
+            .write_blocking(|txn| writes::put_mapping(txn, A, "999@lid"))
+            .is_err()
+    );
 }
 
 #[test]
@@ -183,16 +347,49 @@ fn groups_replace_members_and_name_their_chat() {
         participants: Some(vec![(A.into(), "admin".into()), (B.into(), String::new())]),
         ..GroupUpdate::default()
     };
-    t.store.write_blocking(move |txn| writes::upsert_group(txn, &update)).unwrap();
-    let shrink = GroupUpdate { jid: g.into(), participants: Some(vec![(B.into(), String::new())]), ..GroupUpdate::default() };
-    t.store.write_blocking(move |txn| writes::upsert_group(txn, &shrink)).unwrap();
-    let members = t.store.read_blocking(|r| queries::group_members(r, g)).unwrap();
+    t.store
+        .write_blocking(move |txn| writes::upsert_group(txn, &update))
+        .unwrap();
+    let shrink = GroupUpdate {
+        jid: g.into(),
+        participants: Some(vec![(B.into(), String::new())]),
+        ..GroupUpdate::default()
+    };
+    t.store
+        .write_blocking(move |txn| writes::upsert_group(txn, &shrink))
+        .unwrap();
+    let members = t
+        .store
+        .read_blocking(|r| queries::group_members(r, g))
+        .unwrap();
     assert_eq!(members, vec![(B.to_string(), String::new())]);
-    let row = t.store.read_blocking(|r| queries::group(r, g)).unwrap().unwrap();
+    let row = t
+        .store
+        .read_blocking(|r| queries::group(r, g))
+        .unwrap()
+        .unwrap();
     assert_eq!(row.subject.as_deref(), Some("Climbing"));
     assert_eq!(row.size, 1);
-    assert_eq!(t.store.read_blocking(|r| queries::chat(r, g)).unwrap().unwrap().name.as_deref(), Some("Climbing"));
-    assert!(t.store.write_blocking(|txn| writes::upsert_group(txn, &GroupUpdate { jid: A.into(), ..GroupUpdate::default() })).is_err());
+    assert_eq!(
+        t.store
+            .read_blocking(|r| queries::chat(r, g))
+            .unwrap()
+            .unwrap()
+            .name
+            .as_deref(),
+        Some("Climbing")
+    );
+    assert!(
+        t.store
+            .write_blocking(|txn| writes::upsert_group(
+                txn,
+                &GroupUpdate {
+                    jid: A.into(),
+                    ..GroupUpdate::default()
+                }
+            ))
+            .is_err()
+    );
 }
 
 #[test]
@@ -207,7 +404,11 @@ fn group_commit_isolates_a_failing_write() {
                 if i == 25 {
                     s.write(|_txn| Err(super::StoreError("boom".into()))).await
                 } else {
-                    s.write(move |txn| writes::put_message(txn, &msg(A, &format!("G{i}"), 1_000 + i, false, "g")).map(|_| ())).await
+                    s.write(move |txn| {
+                        writes::put_message(txn, &msg(A, &format!("G{i}"), 1_000 + i, false, "g"))
+                            .map(|_| ())
+                    })
+                    .await
                 }
             }));
         }
@@ -219,15 +420,26 @@ fn group_commit_isolates_a_failing_write() {
     });
     assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
     assert!(results[25].is_err());
-    let n = t.store.read_blocking(|r| queries::counts(r)).unwrap().messages;
+    let n = t
+        .store
+        .read_blocking(|r| queries::counts(r))
+        .unwrap()
+        .messages;
     assert_eq!(n, 49);
 }
 
 #[test]
 fn reopening_keeps_everything_and_a_second_open_is_refused() {
     let t = temp_store();
-    t.store.write_blocking(|txn| writes::put_message(txn, &msg(A, "P", 1, false, "persist")).map(|_| ())).unwrap();
+    t.store
+        .write_blocking(|txn| {
+            writes::put_message(txn, &msg(A, "P", 1, false, "persist")).map(|_| ())
+        })
+        .unwrap();
     let path = t.store.path().to_path_buf();
-    assert!(matches!(Store::open(&path, 4), Err(super::OpenError::Locked(_))));
+    assert!(matches!(
+        Store::open(&path, 4),
+        Err(super::OpenError::Locked(_))
+    ));
     let _ = t.store.read_blocking(|r| queries::counts(r).ctx("x"));
 }

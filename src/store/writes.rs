@@ -13,7 +13,10 @@
 //!   chat's read mark; reading the chat moves the mark to its newest message.
 //! - Contacts merge field by field: a missing field keeps the stored value.
 
-use super::model::{ChatRow, ContactRow, Doc, GroupRow, MediaRef, MessageRow, DOC_SEQ_BITS, FLAG_EDITED, FLAG_REVOKED, doc_floor, doc_time};
+use super::model::{
+    ChatRow, ContactRow, DOC_SEQ_BITS, Doc, FLAG_EDITED, FLAG_REVOKED, GroupRow, MediaRef,
+    MessageRow, doc_floor, doc_time,
+};
 use super::schema::*;
 use super::{Context, Result, StoreError, jid, search};
 use redb::{ReadableTable, WriteTransaction};
@@ -43,7 +46,10 @@ pub struct Stored {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The chat's number, allocating one for a new chat.
@@ -54,7 +60,10 @@ pub fn chat_number(txn: &WriteTransaction, chat_jid: &str) -> Result<u32> {
     }
     let mut jids = txn.open_table(CHAT_JIDS).ctx("opening chat_jids")?;
     let next = match jids.last().ctx("reading chat_jids")? {
-        Some((k, _)) => k.value().checked_add(1).ok_or_else(|| StoreError("too many chats".into()))?,
+        Some((k, _)) => k
+            .value()
+            .checked_add(1)
+            .ok_or_else(|| StoreError("too many chats".into()))?,
         None => 1,
     };
     numbers.insert(chat_jid, next).ctx("writing chat_numbers")?;
@@ -69,21 +78,35 @@ fn load_chat(txn: &WriteTransaction, chat_jid: &str) -> Result<Option<ChatRow>> 
 }
 
 /// Stores a chat row and keeps `chats_by_time` in step.
-fn save_chat(txn: &WriteTransaction, chat_jid: &str, old: Option<&ChatRow>, new: &ChatRow) -> Result<()> {
+fn save_chat(
+    txn: &WriteTransaction,
+    chat_jid: &str,
+    old: Option<&ChatRow>,
+    new: &ChatRow,
+) -> Result<()> {
     let mut by_time = txn.open_table(CHATS_BY_TIME).ctx("opening chats_by_time")?;
     if let Some(old) = old
         && old.ts != new.ts
     {
-        by_time.remove((old.ts, chat_jid)).ctx("updating chats_by_time")?;
+        by_time
+            .remove((old.ts, chat_jid))
+            .ctx("updating chats_by_time")?;
     }
-    by_time.insert((new.ts, chat_jid), ()).ctx("updating chats_by_time")?;
+    by_time
+        .insert((new.ts, chat_jid), ())
+        .ctx("updating chats_by_time")?;
     let mut chats = txn.open_table(CHATS).ctx("opening chats")?;
-    chats.insert(chat_jid, new.encode().as_slice()).ctx("writing chats")?;
+    chats
+        .insert(chat_jid, new.encode().as_slice())
+        .ctx("writing chats")?;
     Ok(())
 }
 
 fn new_chat(chat_jid: &str) -> ChatRow {
-    ChatRow { is_group: jid::is_group(chat_jid), ..ChatRow::default() }
+    ChatRow {
+        is_group: jid::is_group(chat_jid),
+        ..ChatRow::default()
+    }
 }
 
 /// A free doc at `ts_ms`.
@@ -100,18 +123,26 @@ fn allocate_doc(txn: &WriteTransaction, ts_ms: u64) -> Result<Doc> {
             break;
         }
     }
-    meta.insert("seq", &seq.to_le_bytes()[..]).ctx("writing meta")?;
+    meta.insert("seq", &seq.to_le_bytes()[..])
+        .ctx("writing meta")?;
     Ok(doc)
 }
 
 /// The doc of a stored message, if any.
 pub fn find_doc(txn: &WriteTransaction, chat_jid: &str, id: &str) -> Result<Option<Doc>> {
     let numbers = txn.open_table(CHAT_NUMBERS).ctx("opening chat_numbers")?;
-    let Some(no) = numbers.get(chat_jid).ctx("reading chat_numbers")?.map(|n| n.value()) else {
+    let Some(no) = numbers
+        .get(chat_jid)
+        .ctx("reading chat_numbers")?
+        .map(|n| n.value())
+    else {
         return Ok(None);
     };
     let ids = txn.open_table(MESSAGE_IDS).ctx("opening message_ids")?;
-    Ok(ids.get((no, id)).ctx("reading message_ids")?.map(|d| d.value()))
+    Ok(ids
+        .get((no, id))
+        .ctx("reading message_ids")?
+        .map(|d| d.value()))
 }
 
 fn load_message(txn: &WriteTransaction, doc: Doc) -> Result<Option<MessageRow>> {
@@ -122,7 +153,9 @@ fn load_message(txn: &WriteTransaction, doc: Doc) -> Result<Option<MessageRow>> 
 
 fn save_message(txn: &WriteTransaction, doc: Doc, row: &MessageRow) -> Result<()> {
     let mut messages = txn.open_table(MESSAGES).ctx("opening messages")?;
-    messages.insert(doc, row.encode().as_slice()).ctx("writing messages")?;
+    messages
+        .insert(doc, row.encode().as_slice())
+        .ctx("writing messages")?;
     Ok(())
 }
 
@@ -133,7 +166,10 @@ pub fn put_message(txn: &WriteTransaction, m: &NewMessage) -> Result<Stored> {
     }
     if let Some(doc) = find_doc(txn, &m.chat_jid, &m.id)? {
         upgrade_stub(txn, doc, m)?;
-        return Ok(Stored { doc, inserted: false });
+        return Ok(Stored {
+            doc,
+            inserted: false,
+        });
     }
     let chat_no = chat_number(txn, &m.chat_jid)?;
     let doc = allocate_doc(txn, m.timestamp_ms)?;
@@ -143,17 +179,30 @@ pub fn put_message(txn: &WriteTransaction, m: &NewMessage) -> Result<Stored> {
         sender: m.sender.clone(),
         from_me: m.from_me,
         body: m.body.clone(),
-        kind: if m.kind.is_empty() { "unknown".into() } else { m.kind.clone() },
+        kind: if m.kind.is_empty() {
+            "unknown".into()
+        } else {
+            m.kind.clone()
+        },
         has_media: m.has_media || m.media.is_some(),
         flags: 0,
         quoted_id: m.quoted_id.clone(),
         push_name: m.push_name.clone(),
     };
     save_message(txn, doc, &row)?;
-    txn.open_table(CHAT_TIMELINE).ctx("opening chat_timeline")?.insert((chat_no, doc), ()).ctx("writing chat_timeline")?;
-    txn.open_table(MESSAGE_IDS).ctx("opening message_ids")?.insert((chat_no, m.id.as_str()), doc).ctx("writing message_ids")?;
+    txn.open_table(CHAT_TIMELINE)
+        .ctx("opening chat_timeline")?
+        .insert((chat_no, doc), ())
+        .ctx("writing chat_timeline")?;
+    txn.open_table(MESSAGE_IDS)
+        .ctx("opening message_ids")?
+        .insert((chat_no, m.id.as_str()), doc)
+        .ctx("writing message_ids")?;
     if let Some(media) = &m.media {
-        txn.open_table(MEDIA).ctx("opening media")?.insert(doc, media.encode().as_slice()).ctx("writing media")?;
+        txn.open_table(MEDIA)
+            .ctx("opening media")?
+            .insert(doc, media.encode().as_slice())
+            .ctx("writing media")?;
     }
     if !row.body.is_empty() {
         search::index(txn, doc, &row.body)?;
@@ -164,7 +213,11 @@ pub fn put_message(txn: &WriteTransaction, m: &NewMessage) -> Result<Stored> {
         chat.last_doc = doc;
     }
     chat.ts = chat.ts.max(m.timestamp_ms);
-    if !m.from_me && doc > chat.read_upto && row.kind != "reactionMessage" && row.kind != "protocolMessage" {
+    if !m.from_me
+        && doc > chat.read_upto
+        && row.kind != "reactionMessage"
+        && row.kind != "protocolMessage"
+    {
         chat.unread = chat.unread.saturating_add(1);
     }
     if m.from_me && doc > chat.read_upto {
@@ -173,11 +226,16 @@ pub fn put_message(txn: &WriteTransaction, m: &NewMessage) -> Result<Stored> {
         chat.unread = 0;
     }
     save_chat(txn, &m.chat_jid, old.as_ref(), &chat)?;
-    Ok(Stored { doc, inserted: true })
+    Ok(Stored {
+        doc,
+        inserted: true,
+    })
 }
 
 fn upgrade_stub(txn: &WriteTransaction, doc: Doc, m: &NewMessage) -> Result<()> {
-    let Some(mut row) = load_message(txn, doc)? else { return Ok(()) };
+    let Some(mut row) = load_message(txn, doc)? else {
+        return Ok(());
+    };
     let mut changed = false;
     if row.body.is_empty() && !m.body.is_empty() && !row.is_revoked() {
         row.body = m.body.clone();
@@ -202,16 +260,27 @@ fn upgrade_stub(txn: &WriteTransaction, doc: Doc, m: &NewMessage) -> Result<()> 
     if let Some(media) = &m.media {
         let mut table = txn.open_table(MEDIA).ctx("opening media")?;
         if table.get(doc).ctx("reading media")?.is_none() {
-            table.insert(doc, media.encode().as_slice()).ctx("writing media")?;
+            table
+                .insert(doc, media.encode().as_slice())
+                .ctx("writing media")?;
         }
     }
     Ok(())
 }
 
 /// Replaces a message's text (an edit). Returns false if the message is unknown.
-pub fn edit_message(txn: &WriteTransaction, chat_jid: &str, id: &str, new_body: &str) -> Result<bool> {
-    let Some(doc) = find_doc(txn, chat_jid, id)? else { return Ok(false) };
-    let Some(mut row) = load_message(txn, doc)? else { return Ok(false) };
+pub fn edit_message(
+    txn: &WriteTransaction,
+    chat_jid: &str,
+    id: &str,
+    new_body: &str,
+) -> Result<bool> {
+    let Some(doc) = find_doc(txn, chat_jid, id)? else {
+        return Ok(false);
+    };
+    let Some(mut row) = load_message(txn, doc)? else {
+        return Ok(false);
+    };
     if row.is_revoked() {
         return Ok(true);
     }
@@ -230,8 +299,12 @@ pub fn edit_message(txn: &WriteTransaction, chat_jid: &str, id: &str, new_body: 
 /// Marks a message as revoked ("deleted for everyone"): its text is gone and it leaves the
 /// search index; the row stays so the conversation keeps its shape.
 pub fn revoke_message(txn: &WriteTransaction, chat_jid: &str, id: &str) -> Result<bool> {
-    let Some(doc) = find_doc(txn, chat_jid, id)? else { return Ok(false) };
-    let Some(mut row) = load_message(txn, doc)? else { return Ok(false) };
+    let Some(doc) = find_doc(txn, chat_jid, id)? else {
+        return Ok(false);
+    };
+    let Some(mut row) = load_message(txn, doc)? else {
+        return Ok(false);
+    };
     if !row.body.is_empty() {
         search::unindex(txn, doc, &row.body)?;
     }
@@ -243,7 +316,9 @@ pub fn revoke_message(txn: &WriteTransaction, chat_jid: &str, id: &str) -> Resul
 
 /// Deletes a message entirely ("deleted for me"). Returns false if it is unknown.
 pub fn delete_message(txn: &WriteTransaction, chat_jid: &str, id: &str) -> Result<bool> {
-    let Some(doc) = find_doc(txn, chat_jid, id)? else { return Ok(false) };
+    let Some(doc) = find_doc(txn, chat_jid, id)? else {
+        return Ok(false);
+    };
     remove_doc(txn, doc)?;
     let old = load_chat(txn, chat_jid)?;
     if let Some(old) = old
@@ -258,52 +333,104 @@ pub fn delete_message(txn: &WriteTransaction, chat_jid: &str, id: &str) -> Resul
 
 fn newest_doc(txn: &WriteTransaction, chat_jid: &str) -> Result<Option<Doc>> {
     let numbers = txn.open_table(CHAT_NUMBERS).ctx("opening chat_numbers")?;
-    let Some(no) = numbers.get(chat_jid).ctx("reading chat_numbers")?.map(|n| n.value()) else {
+    let Some(no) = numbers
+        .get(chat_jid)
+        .ctx("reading chat_numbers")?
+        .map(|n| n.value())
+    else {
         return Ok(None);
     };
     let timeline = txn.open_table(CHAT_TIMELINE).ctx("opening chat_timeline")?;
-    let mut range = timeline.range((no, 0)..=(no, u64::MAX)).ctx("reading chat_timeline")?;
-    Ok(range.next_back().transpose().ctx("reading chat_timeline")?.map(|(k, _)| k.value().1))
+    let mut range = timeline
+        .range((no, 0)..=(no, u64::MAX))
+        .ctx("reading chat_timeline")?;
+    Ok(range
+        .next_back()
+        .transpose()
+        .ctx("reading chat_timeline")?
+        .map(|(k, _)| k.value().1))
 }
 
 fn remove_doc(txn: &WriteTransaction, doc: Doc) -> Result<()> {
-    let Some(row) = load_message(txn, doc)? else { return Ok(()) };
+    let Some(row) = load_message(txn, doc)? else {
+        return Ok(());
+    };
     if !row.body.is_empty() {
         search::unindex(txn, doc, &row.body)?;
     }
-    txn.open_table(MESSAGES).ctx("opening messages")?.remove(doc).ctx("deleting from messages")?;
-    txn.open_table(CHAT_TIMELINE).ctx("opening chat_timeline")?.remove((row.chat_no, doc)).ctx("deleting from chat_timeline")?;
-    txn.open_table(MESSAGE_IDS).ctx("opening message_ids")?.remove((row.chat_no, row.id.as_str())).ctx("deleting from message_ids")?;
-    txn.open_table(MEDIA).ctx("opening media")?.remove(doc).ctx("deleting from media")?;
+    txn.open_table(MESSAGES)
+        .ctx("opening messages")?
+        .remove(doc)
+        .ctx("deleting from messages")?;
+    txn.open_table(CHAT_TIMELINE)
+        .ctx("opening chat_timeline")?
+        .remove((row.chat_no, doc))
+        .ctx("deleting from chat_timeline")?;
+    txn.open_table(MESSAGE_IDS)
+        .ctx("opening message_ids")?
+        .remove((row.chat_no, row.id.as_str()))
+        .ctx("deleting from message_ids")?;
+    txn.open_table(MEDIA)
+        .ctx("opening media")?
+        .remove(doc)
+        .ctx("deleting from media")?;
     let mut reactions = txn.open_table(REACTIONS).ctx("opening reactions")?;
     let reactors: Vec<String> = reactions
         .range((doc, "")..)
         .ctx("reading reactions")?
-        .map_while(|e| e.ok().filter(|(k, _)| k.value().0 == doc).map(|(k, _)| k.value().1.to_string()))
+        .map_while(|e| {
+            e.ok()
+                .filter(|(k, _)| k.value().0 == doc)
+                .map(|(k, _)| k.value().1.to_string())
+        })
         .collect();
     for r in reactors {
-        reactions.remove((doc, r.as_str())).ctx("deleting reactions")?;
+        reactions
+            .remove((doc, r.as_str()))
+            .ctx("deleting reactions")?;
     }
     Ok(())
 }
 
 /// Records a reaction; an empty emoji removes the reactor's reaction. False if the message is
 /// unknown.
-pub fn put_reaction(txn: &WriteTransaction, chat_jid: &str, id: &str, reactor: &str, emoji: &str) -> Result<bool> {
-    let Some(doc) = find_doc(txn, chat_jid, id)? else { return Ok(false) };
+pub fn put_reaction(
+    txn: &WriteTransaction,
+    chat_jid: &str,
+    id: &str,
+    reactor: &str,
+    emoji: &str,
+) -> Result<bool> {
+    let Some(doc) = find_doc(txn, chat_jid, id)? else {
+        return Ok(false);
+    };
     let mut reactions = txn.open_table(REACTIONS).ctx("opening reactions")?;
     if emoji.is_empty() {
-        reactions.remove((doc, reactor)).ctx("deleting a reaction")?;
+        reactions
+            .remove((doc, reactor))
+            .ctx("deleting a reaction")?;
     } else {
-        reactions.insert((doc, reactor), emoji).ctx("writing a reaction")?;
+        reactions
+            .insert((doc, reactor), emoji)
+            .ctx("writing a reaction")?;
     }
     Ok(true)
 }
 
 /// Attaches or replaces a message's media reference (e.g. after a download saved a copy).
-pub fn put_media(txn: &WriteTransaction, chat_jid: &str, id: &str, media: &MediaRef) -> Result<bool> {
-    let Some(doc) = find_doc(txn, chat_jid, id)? else { return Ok(false) };
-    txn.open_table(MEDIA).ctx("opening media")?.insert(doc, media.encode().as_slice()).ctx("writing media")?;
+pub fn put_media(
+    txn: &WriteTransaction,
+    chat_jid: &str,
+    id: &str,
+    media: &MediaRef,
+) -> Result<bool> {
+    let Some(doc) = find_doc(txn, chat_jid, id)? else {
+        return Ok(false);
+    };
+    txn.open_table(MEDIA)
+        .ctx("opening media")?
+        .insert(doc, media.encode().as_slice())
+        .ctx("writing media")?;
     Ok(true)
 }
 
@@ -327,7 +454,11 @@ pub fn update_chat(txn: &WriteTransaction, u: &ChatUpdate) -> Result<()> {
     chat_number(txn, &u.jid)?;
     let old = load_chat(txn, &u.jid)?;
     let mut chat = old.clone().unwrap_or_else(|| new_chat(&u.jid));
-    if let Some(name) = u.name.as_ref().filter(|n| !n.trim().is_empty() && **n != u.jid) {
+    if let Some(name) = u
+        .name
+        .as_ref()
+        .filter(|n| !n.trim().is_empty() && **n != u.jid)
+    {
         chat.name = Some(name.clone());
     }
     if let Some(n) = u.unread {
@@ -354,13 +485,22 @@ pub fn update_chat(txn: &WriteTransaction, u: &ChatUpdate) -> Result<()> {
 /// Marks a chat read up to its newest message. Returns the ids of the messages that were unread
 /// (from others, newer than the old read mark), oldest first.
 pub fn mark_chat_read(txn: &WriteTransaction, chat_jid: &str) -> Result<Vec<String>> {
-    let Some(old) = load_chat(txn, chat_jid)? else { return Ok(Vec::new()) };
+    let Some(old) = load_chat(txn, chat_jid)? else {
+        return Ok(Vec::new());
+    };
     let mut ids = Vec::new();
     let numbers = txn.open_table(CHAT_NUMBERS).ctx("opening chat_numbers")?;
-    if let Some(no) = numbers.get(chat_jid).ctx("reading chat_numbers")?.map(|n| n.value()) {
+    if let Some(no) = numbers
+        .get(chat_jid)
+        .ctx("reading chat_numbers")?
+        .map(|n| n.value())
+    {
         let timeline = txn.open_table(CHAT_TIMELINE).ctx("opening chat_timeline")?;
         let messages = txn.open_table(MESSAGES).ctx("opening messages")?;
-        for entry in timeline.range((no, old.read_upto.saturating_add(1))..=(no, u64::MAX)).ctx("reading chat_timeline")? {
+        for entry in timeline
+            .range((no, old.read_upto.saturating_add(1))..=(no, u64::MAX))
+            .ctx("reading chat_timeline")?
+        {
             let (k, _) = entry.ctx("reading chat_timeline")?;
             if let Some(v) = messages.get(k.value().1).ctx("reading messages")? {
                 let row = MessageRow::decode(v.value())?;
@@ -381,12 +521,19 @@ pub fn mark_chat_read(txn: &WriteTransaction, chat_jid: &str) -> Result<Vec<Stri
 pub fn clear_chat(txn: &WriteTransaction, chat_jid: &str) -> Result<u64> {
     let docs: Vec<Doc> = {
         let numbers = txn.open_table(CHAT_NUMBERS).ctx("opening chat_numbers")?;
-        let Some(no) = numbers.get(chat_jid).ctx("reading chat_numbers")?.map(|n| n.value()) else {
+        let Some(no) = numbers
+            .get(chat_jid)
+            .ctx("reading chat_numbers")?
+            .map(|n| n.value())
+        else {
             return Ok(0);
         };
         let timeline = txn.open_table(CHAT_TIMELINE).ctx("opening chat_timeline")?;
         let mut out = Vec::new();
-        for e in timeline.range((no, 0)..=(no, u64::MAX)).ctx("reading chat_timeline")? {
+        for e in timeline
+            .range((no, 0)..=(no, u64::MAX))
+            .ctx("reading chat_timeline")?
+        {
             out.push(e.ctx("reading chat_timeline")?.0.value().1);
         }
         out
@@ -395,7 +542,11 @@ pub fn clear_chat(txn: &WriteTransaction, chat_jid: &str) -> Result<u64> {
         remove_doc(txn, *doc)?;
     }
     if let Some(old) = load_chat(txn, chat_jid)? {
-        let chat = ChatRow { last_doc: 0, unread: 0, ..old.clone() };
+        let chat = ChatRow {
+            last_doc: 0,
+            unread: 0,
+            ..old.clone()
+        };
         save_chat(txn, chat_jid, Some(&old), &chat)?;
     }
     Ok(docs.len() as u64)
@@ -405,8 +556,14 @@ pub fn clear_chat(txn: &WriteTransaction, chat_jid: &str) -> Result<u64> {
 pub fn delete_chat(txn: &WriteTransaction, chat_jid: &str) -> Result<()> {
     clear_chat(txn, chat_jid)?;
     if let Some(old) = load_chat(txn, chat_jid)? {
-        txn.open_table(CHATS_BY_TIME).ctx("opening chats_by_time")?.remove((old.ts, chat_jid)).ctx("deleting chat")?;
-        txn.open_table(CHATS).ctx("opening chats")?.remove(chat_jid).ctx("deleting chat")?;
+        txn.open_table(CHATS_BY_TIME)
+            .ctx("opening chats_by_time")?
+            .remove((old.ts, chat_jid))
+            .ctx("deleting chat")?;
+        txn.open_table(CHATS)
+            .ctx("opening chats")?
+            .remove(chat_jid)
+            .ctx("deleting chat")?;
     }
     Ok(())
 }
@@ -426,7 +583,11 @@ pub fn upsert_contact(txn: &WriteTransaction, u: &ContactUpdate) -> Result<()> {
         return Err(StoreError("a contact needs a JID".into()));
     }
     let mut contacts = txn.open_table(CONTACTS).ctx("opening contacts")?;
-    let old = contacts.get(u.jid.as_str()).ctx("reading contacts")?.map(|v| ContactRow::decode(v.value())).transpose()?;
+    let old = contacts
+        .get(u.jid.as_str())
+        .ctx("reading contacts")?
+        .map(|v| ContactRow::decode(v.value()))
+        .transpose()?;
     let mut row = old.unwrap_or_default();
     let keep = |new: &Option<String>| new.as_ref().filter(|s| !s.trim().is_empty()).cloned();
     if let Some(n) = keep(&u.name) {
@@ -444,18 +605,25 @@ pub fn upsert_contact(txn: &WriteTransaction, u: &ContactUpdate) -> Result<()> {
         row.is_my_contact = row.is_my_contact || m;
     }
     row.updated_at = now_ms();
-    contacts.insert(u.jid.as_str(), row.encode().as_slice()).ctx("writing contacts")?;
+    contacts
+        .insert(u.jid.as_str(), row.encode().as_slice())
+        .ctx("writing contacts")?;
     Ok(())
 }
 
 /// Records that a LID and a phone JID are the same person.
 pub fn put_mapping(txn: &WriteTransaction, lid: &str, pn: &str) -> Result<()> {
     if !jid::is_lid(lid) || !jid::is_pn(pn) {
-        return Err(StoreError(format!("a mapping needs a LID and a phone JID, got {lid:?} and {pn:?}")));
+        return Err(StoreError(format!(
+            "a mapping needs a LID and a phone JID, got {lid:?} and {pn:?}"
+        )));
     }
     let mut l2p = txn.open_table(LID_TO_PN).ctx("opening lid_to_pn")?;
     let mut p2l = txn.open_table(PN_TO_LID).ctx("opening pn_to_lid")?;
-    let old_pn = l2p.insert(lid, pn).ctx("writing lid_to_pn")?.map(|v| v.value().to_string());
+    let old_pn = l2p
+        .insert(lid, pn)
+        .ctx("writing lid_to_pn")?
+        .map(|v| v.value().to_string());
     if let Some(old) = old_pn.filter(|o| o != pn) {
         p2l.remove(old.as_str()).ctx("updating pn_to_lid")?;
     }
@@ -481,10 +649,17 @@ pub struct GroupUpdate {
 
 pub fn upsert_group(txn: &WriteTransaction, u: &GroupUpdate) -> Result<()> {
     if !jid::is_group(&u.jid) {
-        return Err(StoreError(format!("{:?} is not a group JID (…@g.us)", u.jid)));
+        return Err(StoreError(format!(
+            "{:?} is not a group JID (…@g.us)",
+            u.jid
+        )));
     }
     let mut groups = txn.open_table(GROUPS).ctx("opening groups")?;
-    let old = groups.get(u.jid.as_str()).ctx("reading groups")?.map(|v| GroupRow::decode(v.value())).transpose()?;
+    let old = groups
+        .get(u.jid.as_str())
+        .ctx("reading groups")?
+        .map(|v| GroupRow::decode(v.value()))
+        .transpose()?;
     let mut row = old.unwrap_or_default();
     if u.subject.is_some() {
         row.subject = u.subject.clone();
@@ -516,27 +691,47 @@ pub fn upsert_group(txn: &WriteTransaction, u: &GroupUpdate) -> Result<()> {
         let old: Vec<String> = members
             .range((u.jid.as_str(), "")..)
             .ctx("reading group_members")?
-            .map_while(|e| e.ok().filter(|(k, _)| k.value().0 == u.jid).map(|(k, _)| k.value().1.to_string()))
+            .map_while(|e| {
+                e.ok()
+                    .filter(|(k, _)| k.value().0 == u.jid)
+                    .map(|(k, _)| k.value().1.to_string())
+            })
             .collect();
         for m in &old {
-            members.remove((u.jid.as_str(), m.as_str())).ctx("updating group_members")?;
+            members
+                .remove((u.jid.as_str(), m.as_str()))
+                .ctx("updating group_members")?;
         }
         for (member, role) in list {
-            members.insert((u.jid.as_str(), member.as_str()), role.as_str()).ctx("writing group_members")?;
+            members
+                .insert((u.jid.as_str(), member.as_str()), role.as_str())
+                .ctx("writing group_members")?;
         }
         row.size = list.len() as u64;
     }
-    groups.insert(u.jid.as_str(), row.encode().as_slice()).ctx("writing groups")?;
+    groups
+        .insert(u.jid.as_str(), row.encode().as_slice())
+        .ctx("writing groups")?;
     drop(groups);
     if let Some(subject) = &u.subject {
-        update_chat(txn, &ChatUpdate { jid: u.jid.clone(), name: Some(subject.clone()), ..ChatUpdate::default() })?;
+        update_chat(
+            txn,
+            &ChatUpdate {
+                jid: u.jid.clone(),
+                name: Some(subject.clone()),
+                ..ChatUpdate::default()
+            },
+        )?;
     }
     Ok(())
 }
 
 /// Stores the account's own JID (used as the sender of our messages).
 pub fn set_own_jid(txn: &WriteTransaction, own: &str) -> Result<()> {
-    txn.open_table(META).ctx("opening meta")?.insert("own_jid", own.as_bytes()).ctx("writing meta")?;
+    txn.open_table(META)
+        .ctx("opening meta")?
+        .insert("own_jid", own.as_bytes())
+        .ctx("writing meta")?;
     Ok(())
 }
 

@@ -381,6 +381,10 @@ pub trait ProgressSink: Send + Sync {
 pub struct ToolEnv {
     /// `READ_ONLY=1`: the send tools are refused.
     pub read_only: bool,
+    /// `AUTO_SELECT_CONTACT=1`: `get_chat_by_contact` picks a clear best match itself.
+    pub auto_select_contact: bool,
+    /// Everything the app knows.
+    pub store: crate::store::Store,
 }
 
 /// One call in flight: arguments plus the environment and a progress reporter.

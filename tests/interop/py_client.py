@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Interop check with the official Python SDK 1.x (pip ``mcp``), Streamable HTTP.
 
-    python py_client.py URL [--header "Name: value"]... [--expected FILE]
+    python py_client.py URL [--header "Name: value"]... [--expected FILE] [--answers json|sse]
 
 initialize (+ initialized) -> MCP ping -> tools/list (every page; the names must be exactly those
 in FILE, default expected_tools.txt beside this script) -> tools/call ping ("pong") -> close,
-which DELETEs the session (its status must be 2xx). Exit 0 when all held, 1 on any failure,
+which DELETEs the session (its status must be 2xx). With --answers, every 200 answer to a POST
+must have that content type (application/json or text/event-stream). Exit 0 when all held, 1 on any failure,
 2 on bad usage.
 """
 
@@ -44,6 +45,7 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="py_client.py")
     ap.add_argument("url")
     ap.add_argument("--header", action="append", default=[])
+    ap.add_argument("--answers", choices=["json", "sse"])
     ap.add_argument("--expected", default=str(Path(__file__).with_name("expected_tools.txt")))
     a = ap.parse_args()
     a.headers = {}
@@ -64,10 +66,13 @@ async def run(a: argparse.Namespace, expected: list[str]) -> None:
 
     print(f"{TAG}: mcp {version('mcp')}, python {sys.version.split()[0]}, {a.url}", flush=True)
     deletes: list[int] = []
+    post_types: list[str] = []
 
     async def on_response(response) -> None:
         if response.request.method == "DELETE":
             deletes.append(response.status_code)
+        if response.request.method == "POST" and response.status_code == 200:
+            post_types.append(response.headers.get("content-type", "").split(";")[0].strip())
 
     if hasattr(sh, "streamable_http_client"):
         http = sh.create_mcp_http_client(headers=a.headers or None)
@@ -138,6 +143,13 @@ async def run(a: argparse.Namespace, expected: list[str]) -> None:
         if not 200 <= deletes[0] < 300:
             fail(f"DELETE answered HTTP {deletes[0]}")
         print(f"DELETE session: HTTP {deletes[0]}", flush=True)
+
+    step = "answer content types"
+    if a.answers and http is not None:
+        want = "text/event-stream" if a.answers == "sse" else "application/json"
+        if not post_types or any(t != want for t in post_types):
+            fail(f"expected every POST answer as {want}, got {post_types}")
+        print(f"answers: {len(post_types)} POST answers, all {want}", flush=True)
 
 
 def main() -> None:

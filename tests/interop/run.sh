@@ -135,8 +135,8 @@ echo "interop: server $BIN"
 echo "interop: $("$NODE" --version) (node), $("$PY" -c 'import importlib.metadata as m, sys; print("python", sys.version.split()[0], "mcp", m.version("mcp"))')"
 
 if server_or_fail json; then
-  check "ts no-auth json" pass "${TS[@]}" "$URL"
-  check "py no-auth json" pass "${PYC[@]}" "$URL"
+  check "ts no-auth json" pass "${TS[@]}" "$URL" --answers json
+  check "py no-auth json" pass "${PYC[@]}" "$URL" --answers json
 fi
 
 TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
@@ -149,8 +149,8 @@ if server_or_fail bearer "ACCESS_TOKEN=$TOKEN"; then
 fi
 
 if server_or_fail sse MCP_HTTP_ENABLE_JSON_RESPONSE=0; then
-  check "ts sse" pass "${TS[@]}" "$URL"
-  check "py sse" pass "${PYC[@]}" "$URL"
+  check "ts sse" pass "${TS[@]}" "$URL" --answers sse
+  check "py sse" pass "${PYC[@]}" "$URL" --answers sse
 fi
 stop_server
 

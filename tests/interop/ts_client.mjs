@@ -2,11 +2,12 @@
 // Interop check with the official TypeScript SDK (@modelcontextprotocol/sdk 1.x,
 // StreamableHTTPClientTransport):
 //
-//   node ts_client.mjs URL [--header "Name: value"]... [--expected FILE]
+//   node ts_client.mjs URL [--header "Name: value"]... [--expected FILE] [--answers json|sse]
 //
 // initialize (+ initialized) -> MCP ping -> tools/list (every page; the names must be exactly
 // those in FILE, default expected_tools.txt beside this script) -> tools/call ping ("pong")
-// -> DELETE the session -> close. Exit 0 when all held, 1 on any failure, 2 on bad usage.
+// -> DELETE the session -> close. With --answers, every 200 answer to a POST must have that
+// content type (application/json or text/event-stream). Exit 0 when all held, 1 on any failure, 2 on bad usage.
 //
 // The SDK is loaded from $MCP_NODE_MODULES (a node_modules folder), else the usual lookup.
 
@@ -19,12 +20,13 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const TAG = 'ts_client';
 
 function usage(msg) {
-  console.error(`${TAG}: ${msg}\nusage: node ts_client.mjs URL [--header "Name: value"]... [--expected FILE]`);
+  console.error(`${TAG}: ${msg}\nusage: node ts_client.mjs URL [--header "Name: value"]... [--expected FILE] [--answers json|sse]`);
   process.exit(2);
 }
 
 const headers = {};
 let expectedFile = path.join(here, 'expected_tools.txt');
+let answers;
 let url;
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
@@ -36,6 +38,9 @@ for (let i = 0; i < argv.length; i++) {
     headers[h.slice(0, idx).trim()] = h.slice(idx + 1).trim();
   } else if (a === '--expected') {
     expectedFile = argv[++i] ?? usage('--expected needs a file');
+  } else if (a === '--answers') {
+    answers = argv[++i];
+    if (answers !== 'json' && answers !== 'sse') usage('--answers takes json or sse');
   } else if (a.startsWith('-')) {
     usage(`unknown option ${a}`);
   } else if (url === undefined) {
@@ -84,7 +89,16 @@ function fail(msg) {
 // Nothing may hang the test run.
 setTimeout(() => fail('timed out after 30 s'), 30_000).unref();
 
-const transport = new StreamableHTTPClientTransport(url, { requestInit: { headers } });
+// Records the content type of every successful POST answer.
+const postAnswerTypes = [];
+const recordingFetch = async (input, init) => {
+  const res = await fetch(input, init);
+  if ((init?.method ?? 'GET') === 'POST' && res.status === 200) {
+    postAnswerTypes.push((res.headers.get('content-type') ?? '').split(';')[0].trim());
+  }
+  return res;
+};
+const transport = new StreamableHTTPClientTransport(url, { requestInit: { headers }, fetch: recordingFetch });
 const client = new Client({ name: 'wams-interop-ts', version: '1.0.0' }, { capabilities: {} });
 const backgroundErrors = [];
 client.onerror = (e) => backgroundErrors.push(`${step}: ${e?.message ?? e}`);
@@ -142,6 +156,15 @@ try {
   await client.close();
 } catch (e) {
   fail(`${e?.name ?? 'Error'}: ${e?.message ?? e}${e?.code !== undefined ? ` (code ${e.code})` : ''}`);
+}
+step = 'answer content types';
+if (answers !== undefined) {
+  const want = answers === 'sse' ? 'text/event-stream' : 'application/json';
+  const other = postAnswerTypes.filter((t) => t !== want);
+  if (postAnswerTypes.length === 0 || other.length) {
+    fail(`expected every POST answer as ${want}, got [${postAnswerTypes.join(', ')}]`);
+  }
+  console.log(`answers: ${postAnswerTypes.length} POST answers, all ${want}`);
 }
 if (backgroundErrors.length) fail(`transport reported errors: ${backgroundErrors.join(' | ')}`);
 console.log(`${TAG}: OK`);
