@@ -125,19 +125,30 @@ impl Store {
                 ))));
             }
         };
+        Store::start(db, path.to_path_buf()).map_err(OpenError::Other)
+    }
+
+    /// A store that lives in memory only (tests and tools that need a scratch store).
+    pub fn open_in_memory() -> Result<Store> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .ctx("creating an in-memory store")?;
+        Store::start(db, PathBuf::from(":memory:"))
+    }
+
+    fn start(db: Database, path: PathBuf) -> Result<Store> {
         let db = Arc::new(db);
-        schema::init(&db).map_err(OpenError::Other)?;
+        schema::init(&db)?;
         let (queue, rx) = async_channel::unbounded::<Queued>();
         let writer_db = db.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer_loop(&writer_db, rx))
-            .ctx("starting the store writer thread")
-            .map_err(OpenError::Other)?;
+            .ctx("starting the store writer thread")?;
         Ok(Store {
             db,
             queue,
-            path: Arc::new(path.to_path_buf()),
+            path: Arc::new(path),
         })
     }
 

@@ -420,11 +420,7 @@ fn group_commit_isolates_a_failing_write() {
     });
     assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
     assert!(results[25].is_err());
-    let n = t
-        .store
-        .read_blocking(|r| queries::counts(r))
-        .unwrap()
-        .messages;
+    let n = t.store.read_blocking(queries::counts).unwrap().messages;
     assert_eq!(n, 49);
 }
 

@@ -85,7 +85,12 @@ mod tests {
     }
 
     fn registry(read_only: bool) -> Registry {
-        Registry::new(ToolEnv { read_only })
+        let store = crate::store::Store::open_in_memory().expect("an in-memory store");
+        Registry::new(ToolEnv {
+            read_only,
+            auto_select_contact: false,
+            store,
+        })
     }
 
     fn seed_tools() -> Vec<Value> {
