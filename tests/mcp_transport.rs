@@ -281,11 +281,16 @@ fn tools_are_served_before_initialized_and_validate_their_arguments() {
         assert!(text.contains(field), "{body}: {text}");
     }
     // A tool that a later part of the product brings to life says what it needs.
-    let j = s.rpc(&sid, &call(9, "list_chats", "{}")).json();
+    let j = s
+        .rpc(
+            &sid,
+            &call(9, "get_profile_pic", r#"{"jid":"1@s.whatsapp.net"}"#),
+        )
+        .json();
     assert_eq!(j.path("result.isError").bool(), Some(true));
     let text = j.path("result.content.0.text").str().unwrap();
     assert!(
-        text.starts_with("not available yet: list_chats needs"),
+        text.starts_with("not available yet: get_profile_pic needs"),
         "{text}"
     );
 }

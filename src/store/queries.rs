@@ -410,3 +410,420 @@ pub fn counts(txn: &ReadTransaction) -> Result<Counts> {
             .ctx("counting media")?,
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Point lookups with every table opened once (the read tools make many lookups per call).
+
+type StrTable = redb::ReadOnlyTable<&'static str, &'static [u8]>;
+type JidTable = redb::ReadOnlyTable<&'static str, &'static str>;
+
+/// Lookups over one read transaction, each table opened once: for callers that make many
+/// lookups per call (chat lists, message windows, the group audit). Same answers as the free
+/// functions above.
+pub struct Lookup {
+    own_jid: Option<String>,
+    chats: StrTable,
+    chats_by_time: redb::ReadOnlyTable<(u64, &'static str), ()>,
+    chat_numbers: redb::ReadOnlyTable<&'static str, u32>,
+    chat_jids: redb::ReadOnlyTable<u32, &'static str>,
+    messages: redb::ReadOnlyTable<u64, &'static [u8]>,
+    timeline: redb::ReadOnlyTable<(u32, u64), ()>,
+    media: redb::ReadOnlyTable<u64, &'static [u8]>,
+    contacts: StrTable,
+    lid_to_pn: JidTable,
+    pn_to_lid: JidTable,
+    groups: StrTable,
+    group_members: redb::ReadOnlyTable<(&'static str, &'static str), &'static str>,
+}
+
+impl Lookup {
+    pub fn new(txn: &ReadTransaction) -> Result<Lookup> {
+        Ok(Lookup {
+            own_jid: own_jid(txn)?,
+            chats: txn.open_table(CHATS).ctx("opening chats")?,
+            chats_by_time: txn.open_table(CHATS_BY_TIME).ctx("opening chats_by_time")?,
+            chat_numbers: txn.open_table(CHAT_NUMBERS).ctx("opening chat_numbers")?,
+            chat_jids: txn.open_table(CHAT_JIDS).ctx("opening chat_jids")?,
+            messages: txn.open_table(MESSAGES).ctx("opening messages")?,
+            timeline: txn.open_table(CHAT_TIMELINE).ctx("opening chat_timeline")?,
+            media: txn.open_table(MEDIA).ctx("opening media")?,
+            contacts: txn.open_table(CONTACTS).ctx("opening contacts")?,
+            lid_to_pn: txn.open_table(LID_TO_PN).ctx("opening lid_to_pn")?,
+            pn_to_lid: txn.open_table(PN_TO_LID).ctx("opening pn_to_lid")?,
+            groups: txn.open_table(GROUPS).ctx("opening groups")?,
+            group_members: txn.open_table(GROUP_MEMBERS).ctx("opening group_members")?,
+        })
+    }
+
+    /// The account's own JID, when known.
+    pub fn own_jid(&self) -> Option<&str> {
+        self.own_jid.as_deref()
+    }
+
+    pub fn chat(&self, chat_jid: &str) -> Result<Option<ChatRow>> {
+        let row = self.chats.get(chat_jid).ctx("reading chats")?;
+        row.map(|v| ChatRow::decode(v.value())).transpose()
+    }
+
+    /// `(activity ms, chat JID)` newest first, for as long as `visit` returns true. Reads no
+    /// chat rows, so callers can filter by JID first.
+    pub fn chat_jids_newest(&self, visit: &mut dyn FnMut(u64, &str) -> Result<bool>) -> Result<()> {
+        for entry in self
+            .chats_by_time
+            .iter()
+            .ctx("reading chats_by_time")?
+            .rev()
+        {
+            let (k, _) = entry.ctx("reading chats_by_time")?;
+            let (ts, jid) = k.value();
+            if !visit(ts, jid)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn chat_no(&self, chat_jid: &str) -> Result<Option<u32>> {
+        Ok(self
+            .chat_numbers
+            .get(chat_jid)
+            .ctx("reading chat_numbers")?
+            .map(|n| n.value()))
+    }
+
+    pub fn chat_jid_of(&self, chat_no: u32) -> Result<Option<String>> {
+        Ok(self
+            .chat_jids
+            .get(chat_no)
+            .ctx("reading chat_jids")?
+            .map(|v| v.value().to_string()))
+    }
+
+    /// A message row by doc, without its chat JID.
+    pub fn message_row(&self, doc: Doc) -> Result<Option<MessageRow>> {
+        let row = self.messages.get(doc).ctx("reading messages")?;
+        row.map(|v| MessageRow::decode(v.value())).transpose()
+    }
+
+    pub fn message_at(&self, doc: Doc) -> Result<Option<StoredMessage>> {
+        let Some(row) = self.message_row(doc)? else {
+            return Ok(None);
+        };
+        let chat_jid = self.chat_jid_of(row.chat_no)?.unwrap_or_default();
+        Ok(Some(StoredMessage { doc, chat_jid, row }))
+    }
+
+    /// Up to `limit` messages of a chat older than `before` (exclusive; `None` = newest),
+    /// newest first.
+    pub fn messages_before(
+        &self,
+        chat_jid: &str,
+        before: Option<Doc>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>> {
+        let Some(no) = self.chat_no(chat_jid)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        if limit == 0 {
+            return Ok(out);
+        }
+        let end = before.unwrap_or(u64::MAX);
+        let range = self
+            .timeline
+            .range((no, 0)..(no, end))
+            .ctx("reading chat_timeline")?;
+        for entry in range.rev() {
+            let doc = entry.ctx("reading chat_timeline")?.0.value().1;
+            if let Some(row) = self.message_row(doc)? {
+                out.push(StoredMessage {
+                    doc,
+                    chat_jid: chat_jid.to_string(),
+                    row,
+                });
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` messages of a chat newer than `after` (exclusive), oldest first.
+    pub fn messages_after(
+        &self,
+        chat_jid: &str,
+        after: Doc,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>> {
+        let Some(no) = self.chat_no(chat_jid)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        if limit == 0 || after == u64::MAX {
+            return Ok(out);
+        }
+        for entry in self
+            .timeline
+            .range((no, after + 1)..=(no, u64::MAX))
+            .ctx("reading chat_timeline")?
+        {
+            let doc = entry.ctx("reading chat_timeline")?.0.value().1;
+            if let Some(row) = self.message_row(doc)? {
+                out.push(StoredMessage {
+                    doc,
+                    chat_jid: chat_jid.to_string(),
+                    row,
+                });
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Messages of every chat with docs in `from..=to`, newest first, for as long as `visit`
+    /// returns true.
+    pub fn messages_newest_in(
+        &self,
+        from: Doc,
+        to: Doc,
+        visit: &mut dyn FnMut(Doc, MessageRow) -> Result<bool>,
+    ) -> Result<()> {
+        if from > to {
+            return Ok(());
+        }
+        for entry in self
+            .messages
+            .range(from..=to)
+            .ctx("reading messages")?
+            .rev()
+        {
+            let (k, v) = entry.ctx("reading messages")?;
+            if !visit(k.value(), MessageRow::decode(v.value())?)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Docs of one chat in `from..=to`, newest first, for as long as `visit` returns true.
+    pub fn chat_docs_newest_in(
+        &self,
+        chat_no: u32,
+        from: Doc,
+        to: Doc,
+        visit: &mut dyn FnMut(Doc) -> Result<bool>,
+    ) -> Result<()> {
+        if from > to {
+            return Ok(());
+        }
+        for entry in self
+            .timeline
+            .range((chat_no, from)..=(chat_no, to))
+            .ctx("reading chat_timeline")?
+            .rev()
+        {
+            if !visit(entry.ctx("reading chat_timeline")?.0.value().1)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest doc of a chat at or before `doc` (a chat filter for `search::search_within`).
+    pub fn chat_doc_at_or_before(&self, chat_no: u32, doc: Doc) -> Result<Option<Doc>> {
+        let mut range = self
+            .timeline
+            .range((chat_no, 0)..=(chat_no, doc))
+            .ctx("reading chat_timeline")?;
+        Ok(range
+            .next_back()
+            .transpose()
+            .ctx("reading chat_timeline")?
+            .map(|(k, _)| k.value().1))
+    }
+
+    /// A chat's docs at or before `upto`, newest first (a cursor for stepping down a timeline).
+    pub fn chat_docs_rev(
+        &self,
+        chat_no: u32,
+        upto: Doc,
+    ) -> Result<impl Iterator<Item = Result<Doc>> + '_> {
+        Ok(self
+            .timeline
+            .range((chat_no, 0)..=(chat_no, upto))
+            .ctx("reading chat_timeline")?
+            .rev()
+            .map(|e| e.map(|(k, _)| k.value().1).ctx("reading chat_timeline")))
+    }
+
+    pub fn media(&self, doc: Doc) -> Result<Option<MediaRef>> {
+        let row = self.media.get(doc).ctx("reading media")?;
+        row.map(|v| MediaRef::decode(v.value())).transpose()
+    }
+
+    pub fn contact(&self, contact_jid: &str) -> Result<Option<ContactRow>> {
+        let row = self.contacts.get(contact_jid).ctx("reading contacts")?;
+        row.map(|v| ContactRow::decode(v.value())).transpose()
+    }
+
+    /// Every contact, in JID order.
+    pub fn contacts_all(
+        &self,
+        visit: &mut dyn FnMut(&str, ContactRow) -> Result<()>,
+    ) -> Result<()> {
+        for e in self.contacts.iter().ctx("reading contacts")? {
+            let (k, v) = e.ctx("reading contacts")?;
+            visit(k.value(), ContactRow::decode(v.value())?)?;
+        }
+        Ok(())
+    }
+
+    pub fn pn_for_lid(&self, lid: &str) -> Result<Option<String>> {
+        Ok(self
+            .lid_to_pn
+            .get(lid)
+            .ctx("reading lid_to_pn")?
+            .map(|v| v.value().to_string()))
+    }
+
+    pub fn lid_for_pn(&self, pn: &str) -> Result<Option<String>> {
+        Ok(self
+            .pn_to_lid
+            .get(pn)
+            .ctx("reading pn_to_lid")?
+            .map(|v| v.value().to_string()))
+    }
+
+    /// As [`canonical`].
+    pub fn canonical(&self, any_jid: &str) -> Result<String> {
+        if jid::is_lid(any_jid)
+            && let Some(pn) = self.pn_for_lid(any_jid)?
+        {
+            return Ok(pn);
+        }
+        Ok(any_jid.to_string())
+    }
+
+    /// As [`related_jids`]: the JID first, then its other identity.
+    pub fn related(&self, any_jid: &str) -> Result<Vec<String>> {
+        let mut out = vec![any_jid.to_string()];
+        if jid::is_lid(any_jid) {
+            if let Some(pn) = self.pn_for_lid(any_jid)? {
+                out.push(pn);
+            }
+        } else if jid::is_pn(any_jid)
+            && let Some(lid) = self.lid_for_pn(any_jid)?
+        {
+            out.push(lid);
+        }
+        Ok(out)
+    }
+
+    pub fn group(&self, group_jid: &str) -> Result<Option<GroupRow>> {
+        let row = self.groups.get(group_jid).ctx("reading groups")?;
+        row.map(|v| GroupRow::decode(v.value())).transpose()
+    }
+
+    /// Every group JID with its row, in JID order.
+    pub fn groups_all(&self) -> Result<Vec<(String, GroupRow)>> {
+        let mut out = Vec::new();
+        for e in self.groups.iter().ctx("reading groups")? {
+            let (k, v) = e.ctx("reading groups")?;
+            out.push((k.value().to_string(), GroupRow::decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// `(member JID, role)` of a group.
+    pub fn group_members(&self, group_jid: &str) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for e in self
+            .group_members
+            .range((group_jid, "")..)
+            .ctx("reading group_members")?
+        {
+            let (k, v) = e.ctx("reading group_members")?;
+            if k.value().0 != group_jid {
+                break;
+            }
+            out.push((k.value().1.to_string(), v.value().to_string()));
+        }
+        Ok(out)
+    }
+}
+
+/// Every chat, in JID order (export).
+pub fn chats_all(
+    txn: &ReadTransaction,
+    visit: &mut dyn FnMut(StoredChat) -> Result<()>,
+) -> Result<()> {
+    let chats = txn.open_table(CHATS).ctx("opening chats")?;
+    for e in chats.iter().ctx("reading chats")? {
+        let (k, v) = e.ctx("reading chats")?;
+        visit(StoredChat {
+            jid: k.value().to_string(),
+            row: ChatRow::decode(v.value())?,
+        })?;
+    }
+    Ok(())
+}
+
+/// A message with its media reference and reactions (export).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FullMessage {
+    pub message: StoredMessage,
+    pub media: Option<MediaRef>,
+    /// `(reactor, emoji)`, in reactor order.
+    pub reactions: Vec<(String, String)>,
+}
+
+/// Every message of a chat, oldest first, with media and reactions (export). Opens each table
+/// once.
+pub fn chat_messages_full(
+    txn: &ReadTransaction,
+    chat_jid: &str,
+    visit: &mut dyn FnMut(FullMessage) -> Result<()>,
+) -> Result<()> {
+    let Some(no) = chat_no(txn, chat_jid)? else {
+        return Ok(());
+    };
+    let timeline = txn.open_table(CHAT_TIMELINE).ctx("opening chat_timeline")?;
+    let messages = txn.open_table(MESSAGES).ctx("opening messages")?;
+    let media = txn.open_table(MEDIA).ctx("opening media")?;
+    let reactions = txn.open_table(REACTIONS).ctx("opening reactions")?;
+    for entry in timeline
+        .range((no, 0)..=(no, u64::MAX))
+        .ctx("reading chat_timeline")?
+    {
+        let doc = entry.ctx("reading chat_timeline")?.0.value().1;
+        let Some(v) = messages.get(doc).ctx("reading messages")? else {
+            continue;
+        };
+        let row = MessageRow::decode(v.value())?;
+        let media_ref = match media.get(doc).ctx("reading media")? {
+            Some(m) => Some(MediaRef::decode(m.value())?),
+            None => None,
+        };
+        let mut list = Vec::new();
+        for e in reactions.range((doc, "")..).ctx("reading reactions")? {
+            let (k, v) = e.ctx("reading reactions")?;
+            if k.value().0 != doc {
+                break;
+            }
+            list.push((k.value().1.to_string(), v.value().to_string()));
+        }
+        visit(FullMessage {
+            message: StoredMessage {
+                doc,
+                chat_jid: chat_jid.to_string(),
+                row,
+            },
+            media: media_ref,
+            reactions: list,
+        })?;
+    }
+    Ok(())
+}

@@ -109,25 +109,6 @@ fn new_chat(chat_jid: &str) -> ChatRow {
     }
 }
 
-/// A free doc at `ts_ms`.
-fn allocate_doc(txn: &WriteTransaction, ts_ms: u64) -> Result<Doc> {
-    let mut meta = txn.open_table(META).ctx("opening meta")?;
-    let messages = txn.open_table(MESSAGES).ctx("opening messages")?;
-    let mut seq = meta_u64(&meta, "seq")?;
-    let mask = (1u64 << DOC_SEQ_BITS) - 1;
-    let mut doc;
-    loop {
-        seq = seq.wrapping_add(1);
-        doc = doc_floor(ts_ms) | (seq & mask);
-        if messages.get(doc).ctx("reading messages")?.is_none() {
-            break;
-        }
-    }
-    meta.insert("seq", &seq.to_le_bytes()[..])
-        .ctx("writing meta")?;
-    Ok(doc)
-}
-
 /// The doc of a stored message, if any.
 pub fn find_doc(txn: &WriteTransaction, chat_jid: &str, id: &str) -> Result<Option<Doc>> {
     let numbers = txn.open_table(CHAT_NUMBERS).ctx("opening chat_numbers")?;
@@ -159,113 +140,12 @@ fn save_message(txn: &WriteTransaction, doc: Doc, row: &MessageRow) -> Result<()
     Ok(())
 }
 
-/// Stores a message (or upgrades the stored stub) and updates its chat.
+/// Stores a message (or upgrades the stored stub) and updates its chat. The rules live in
+/// [`put_messages`], which this calls with a batch of one.
 pub fn put_message(txn: &WriteTransaction, m: &NewMessage) -> Result<Stored> {
-    if m.chat_jid.is_empty() || m.id.is_empty() {
-        return Err(StoreError("a message needs a chat JID and an id".into()));
-    }
-    if let Some(doc) = find_doc(txn, &m.chat_jid, &m.id)? {
-        upgrade_stub(txn, doc, m)?;
-        return Ok(Stored {
-            doc,
-            inserted: false,
-        });
-    }
-    let chat_no = chat_number(txn, &m.chat_jid)?;
-    let doc = allocate_doc(txn, m.timestamp_ms)?;
-    let row = MessageRow {
-        chat_no,
-        id: m.id.clone(),
-        sender: m.sender.clone(),
-        from_me: m.from_me,
-        body: m.body.clone(),
-        kind: if m.kind.is_empty() {
-            "unknown".into()
-        } else {
-            m.kind.clone()
-        },
-        has_media: m.has_media || m.media.is_some(),
-        flags: 0,
-        quoted_id: m.quoted_id.clone(),
-        push_name: m.push_name.clone(),
-    };
-    save_message(txn, doc, &row)?;
-    txn.open_table(CHAT_TIMELINE)
-        .ctx("opening chat_timeline")?
-        .insert((chat_no, doc), ())
-        .ctx("writing chat_timeline")?;
-    txn.open_table(MESSAGE_IDS)
-        .ctx("opening message_ids")?
-        .insert((chat_no, m.id.as_str()), doc)
-        .ctx("writing message_ids")?;
-    if let Some(media) = &m.media {
-        txn.open_table(MEDIA)
-            .ctx("opening media")?
-            .insert(doc, media.encode().as_slice())
-            .ctx("writing media")?;
-    }
-    if !row.body.is_empty() {
-        search::index(txn, doc, &row.body)?;
-    }
-    let old = load_chat(txn, &m.chat_jid)?;
-    let mut chat = old.clone().unwrap_or_else(|| new_chat(&m.chat_jid));
-    if doc > chat.last_doc {
-        chat.last_doc = doc;
-    }
-    chat.ts = chat.ts.max(m.timestamp_ms);
-    if !m.from_me
-        && doc > chat.read_upto
-        && row.kind != "reactionMessage"
-        && row.kind != "protocolMessage"
-    {
-        chat.unread = chat.unread.saturating_add(1);
-    }
-    if m.from_me && doc > chat.read_upto {
-        // Writing in a chat means everything before was seen.
-        chat.read_upto = doc;
-        chat.unread = 0;
-    }
-    save_chat(txn, &m.chat_jid, old.as_ref(), &chat)?;
-    Ok(Stored {
-        doc,
-        inserted: true,
-    })
-}
-
-fn upgrade_stub(txn: &WriteTransaction, doc: Doc, m: &NewMessage) -> Result<()> {
-    let Some(mut row) = load_message(txn, doc)? else {
-        return Ok(());
-    };
-    let mut changed = false;
-    if row.body.is_empty() && !m.body.is_empty() && !row.is_revoked() {
-        row.body = m.body.clone();
-        search::index(txn, doc, &row.body)?;
-        changed = true;
-    }
-    if row.kind == "unknown" && !m.kind.is_empty() && m.kind != "unknown" {
-        row.kind = m.kind.clone();
-        changed = true;
-    }
-    if !row.has_media && (m.has_media || m.media.is_some()) {
-        row.has_media = true;
-        changed = true;
-    }
-    if row.quoted_id.is_none() && m.quoted_id.is_some() {
-        row.quoted_id = m.quoted_id.clone();
-        changed = true;
-    }
-    if changed {
-        save_message(txn, doc, &row)?;
-    }
-    if let Some(media) = &m.media {
-        let mut table = txn.open_table(MEDIA).ctx("opening media")?;
-        if table.get(doc).ctx("reading media")?.is_none() {
-            table
-                .insert(doc, media.encode().as_slice())
-                .ctx("writing media")?;
-        }
-    }
-    Ok(())
+    put_messages(txn, std::slice::from_ref(m))?
+        .pop()
+        .ok_or_else(|| StoreError("storing a message returned nothing".into()))
 }
 
 /// Replaces a message's text (an edit). Returns false if the message is unknown.
@@ -738,4 +618,227 @@ pub fn set_own_jid(txn: &WriteTransaction, own: &str) -> Result<()> {
 /// The time of a doc, for callers that need it.
 pub fn time_of(doc: Doc) -> u64 {
     doc_time(doc)
+}
+
+/// Stores many messages at once: exactly the rules of [`put_message`], applied in order, but
+/// each table is opened once and each chat row is written once per call (history sync, import
+/// and demo data write thousands of messages a transaction). Returns one [`Stored`] per message,
+/// in order. The bodies are indexed for search at the end, in the same transaction.
+pub fn put_messages(txn: &WriteTransaction, batch: &[NewMessage]) -> Result<Vec<Stored>> {
+    if batch
+        .iter()
+        .any(|m| m.chat_jid.is_empty() || m.id.is_empty())
+    {
+        return Err(StoreError("a message needs a chat JID and an id".into()));
+    }
+    let mut out = Vec::with_capacity(batch.len());
+    // (doc, index into `batch`) of bodies to index once the tables are closed.
+    let mut to_index: Vec<(Doc, usize)> = Vec::new();
+    {
+        let mut numbers = txn.open_table(CHAT_NUMBERS).ctx("opening chat_numbers")?;
+        let mut jids = txn.open_table(CHAT_JIDS).ctx("opening chat_jids")?;
+        let mut meta = txn.open_table(META).ctx("opening meta")?;
+        let mut messages = txn.open_table(MESSAGES).ctx("opening messages")?;
+        let mut timeline = txn.open_table(CHAT_TIMELINE).ctx("opening chat_timeline")?;
+        let mut ids = txn.open_table(MESSAGE_IDS).ctx("opening message_ids")?;
+        let mut media = txn.open_table(MEDIA).ctx("opening media")?;
+        let mut chats = txn.open_table(CHATS).ctx("opening chats")?;
+        // Chat rows touched by this batch: (as stored before, as it is now).
+        let mut touched: std::collections::HashMap<&str, (Option<ChatRow>, ChatRow)> =
+            std::collections::HashMap::new();
+        let start_seq = meta_u64(&meta, "seq")?;
+        let mut seq = start_seq;
+        let mask = (1u64 << DOC_SEQ_BITS) - 1;
+        for (i, m) in batch.iter().enumerate() {
+            let known_no = numbers
+                .get(m.chat_jid.as_str())
+                .ctx("reading chat_numbers")?
+                .map(|n| n.value());
+            let known_doc = match known_no {
+                Some(no) => ids
+                    .get((no, m.id.as_str()))
+                    .ctx("reading message_ids")?
+                    .map(|d| d.value()),
+                None => None,
+            };
+            if let Some(doc) = known_doc {
+                // Already stored: only upgrade a stub (see `put_message`).
+                let old = messages.get(doc).ctx("reading messages")?;
+                if let Some(mut row) = old.map(|v| MessageRow::decode(v.value())).transpose()? {
+                    let mut changed = false;
+                    if row.body.is_empty() && !m.body.is_empty() && !row.is_revoked() {
+                        row.body = m.body.clone();
+                        to_index.push((doc, i));
+                        changed = true;
+                    }
+                    if row.kind == "unknown" && !m.kind.is_empty() && m.kind != "unknown" {
+                        row.kind = m.kind.clone();
+                        changed = true;
+                    }
+                    if !row.has_media && (m.has_media || m.media.is_some()) {
+                        row.has_media = true;
+                        changed = true;
+                    }
+                    if row.quoted_id.is_none() && m.quoted_id.is_some() {
+                        row.quoted_id = m.quoted_id.clone();
+                        changed = true;
+                    }
+                    if changed {
+                        messages
+                            .insert(doc, row.encode().as_slice())
+                            .ctx("writing messages")?;
+                    }
+                    if let Some(new_media) = &m.media
+                        && media.get(doc).ctx("reading media")?.is_none()
+                    {
+                        media
+                            .insert(doc, new_media.encode().as_slice())
+                            .ctx("writing media")?;
+                    }
+                }
+                out.push(Stored {
+                    doc,
+                    inserted: false,
+                });
+                continue;
+            }
+            let chat_no = match known_no {
+                Some(no) => no,
+                None => {
+                    let next = match jids.last().ctx("reading chat_jids")? {
+                        Some((k, _)) => k
+                            .value()
+                            .checked_add(1)
+                            .ok_or_else(|| StoreError("too many chats".into()))?,
+                        None => 1,
+                    };
+                    numbers
+                        .insert(m.chat_jid.as_str(), next)
+                        .ctx("writing chat_numbers")?;
+                    jids.insert(next, m.chat_jid.as_str())
+                        .ctx("writing chat_jids")?;
+                    next
+                }
+            };
+            let doc = loop {
+                seq = seq.wrapping_add(1);
+                let doc = doc_floor(m.timestamp_ms) | (seq & mask);
+                if messages.get(doc).ctx("reading messages")?.is_none() {
+                    break doc;
+                }
+            };
+            let row = MessageRow {
+                chat_no,
+                id: m.id.clone(),
+                sender: m.sender.clone(),
+                from_me: m.from_me,
+                body: m.body.clone(),
+                kind: if m.kind.is_empty() {
+                    "unknown".into()
+                } else {
+                    m.kind.clone()
+                },
+                has_media: m.has_media || m.media.is_some(),
+                flags: 0,
+                quoted_id: m.quoted_id.clone(),
+                push_name: m.push_name.clone(),
+            };
+            messages
+                .insert(doc, row.encode().as_slice())
+                .ctx("writing messages")?;
+            timeline
+                .insert((chat_no, doc), ())
+                .ctx("writing chat_timeline")?;
+            ids.insert((chat_no, m.id.as_str()), doc)
+                .ctx("writing message_ids")?;
+            if let Some(new_media) = &m.media {
+                media
+                    .insert(doc, new_media.encode().as_slice())
+                    .ctx("writing media")?;
+            }
+            if !row.body.is_empty() {
+                to_index.push((doc, i));
+            }
+            let entry = match touched.entry(m.chat_jid.as_str()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let old = chats
+                        .get(m.chat_jid.as_str())
+                        .ctx("reading chats")?
+                        .map(|v| ChatRow::decode(v.value()))
+                        .transpose()?;
+                    let now = old.clone().unwrap_or_else(|| new_chat(&m.chat_jid));
+                    e.insert((old, now))
+                }
+            };
+            let chat = &mut entry.1;
+            if doc > chat.last_doc {
+                chat.last_doc = doc;
+            }
+            chat.ts = chat.ts.max(m.timestamp_ms);
+            if !m.from_me
+                && doc > chat.read_upto
+                && row.kind != "reactionMessage"
+                && row.kind != "protocolMessage"
+            {
+                chat.unread = chat.unread.saturating_add(1);
+            }
+            if m.from_me && doc > chat.read_upto {
+                // Writing in a chat means everything before was seen.
+                chat.read_upto = doc;
+                chat.unread = 0;
+            }
+            out.push(Stored {
+                doc,
+                inserted: true,
+            });
+        }
+        if seq != start_seq {
+            meta.insert("seq", &seq.to_le_bytes()[..])
+                .ctx("writing meta")?;
+        }
+        let mut by_time = txn.open_table(CHATS_BY_TIME).ctx("opening chats_by_time")?;
+        for (chat_jid, (old, new)) in &touched {
+            if let Some(old) = old
+                && old.ts != new.ts
+            {
+                by_time
+                    .remove((old.ts, *chat_jid))
+                    .ctx("updating chats_by_time")?;
+            }
+            by_time
+                .insert((new.ts, *chat_jid), ())
+                .ctx("updating chats_by_time")?;
+            chats
+                .insert(*chat_jid, new.encode().as_slice())
+                .ctx("writing chats")?;
+        }
+    }
+    for (doc, i) in to_index {
+        if let Some(m) = batch.get(i) {
+            search::index(txn, doc, &m.body)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Sets flags (`FLAG_EDITED`, `FLAG_REVOKED`) on a stored message without touching its text or
+/// the search index (import of a message that was edited elsewhere). False if it is unknown.
+pub fn add_message_flags(
+    txn: &WriteTransaction,
+    chat_jid: &str,
+    id: &str,
+    flags: u64,
+) -> Result<bool> {
+    let Some(doc) = find_doc(txn, chat_jid, id)? else {
+        return Ok(false);
+    };
+    let Some(mut row) = load_message(txn, doc)? else {
+        return Ok(false);
+    };
+    if row.flags & flags != flags {
+        row.flags |= flags;
+        save_message(txn, doc, &row)?;
+    }
+    Ok(true)
 }

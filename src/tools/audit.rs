@@ -2,10 +2,19 @@
 //! `find_members_not_in_contacts`, `run_group_audit`.
 //!
 //! Owns: the member matrix over your groups (who is in which group, who has a direct chat, who is
-//! a contact). Must not: change groups, contacts or chats, or send anything. The store and the
-//! WhatsApp engine are not built yet, so every tool here is a stub that says so.
+//! a contact). Must not: change groups, contacts or chats, or send anything.
+//!
+//! The matrix covers every stored group (group chats, most recently active first, then groups
+//! known only from their metadata), up to `group_limit`, with the member lists stored by
+//! `get_group_info` or history sync. Members are merged by person (LID → phone JID). Your own
+//! account is not listed as a member. `refresh_group_info` needs a linked account to ask
+//! WhatsApp; until then the stored lists are used and the answer carries a `note` saying so.
 
-use super::{Annotations, Param, Tool};
+use super::views::{self, Views};
+use super::{Annotations, Param, Tool, ToolCall, ToolResult};
+use crate::json::{self, Value};
+use crate::store::{Result, jid};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 fn group_limit() -> Param {
     Param::positive(
@@ -44,7 +53,7 @@ pub fn tools() -> Vec<Tool> {
                 ),
             ],
             Annotations::READ_REMOTE,
-            crate::not_yet!("analyze_group_overlaps", "the group store (not built yet)"),
+            crate::tool_fn!(analyze_group_overlaps),
         ),
         Tool::new(
             "find_members_without_direct_chat",
@@ -61,10 +70,7 @@ pub fn tools() -> Vec<Tool> {
                 ),
             ],
             Annotations::READ_REMOTE,
-            crate::not_yet!(
-                "find_members_without_direct_chat",
-                "the group store (not built yet)"
-            ),
+            crate::tool_fn!(find_members_without_direct_chat),
         ),
         Tool::new(
             "find_members_not_in_contacts",
@@ -81,10 +87,7 @@ pub fn tools() -> Vec<Tool> {
                 ),
             ],
             Annotations::READ_REMOTE,
-            crate::not_yet!(
-                "find_members_not_in_contacts",
-                "the group store (not built yet)"
-            ),
+            crate::tool_fn!(find_members_not_in_contacts),
         ),
         Tool::new(
             "run_group_audit",
@@ -109,7 +112,286 @@ pub fn tools() -> Vec<Tool> {
                 ),
             ],
             Annotations::READ_REMOTE,
-            crate::not_yet!("run_group_audit", "the group store (not built yet)"),
+            crate::tool_fn!(run_group_audit),
         ),
     ]
+}
+
+/// The answer's `note` when `refresh_group_info` was asked for.
+const REFRESH_NOTE: &str = "refresh_group_info needs a linked WhatsApp account to fetch current \
+     member lists; these results use the stored member lists (from get_group_info or history \
+     sync).";
+
+/// One person across the scanned groups.
+#[derive(Debug, Clone)]
+struct Member {
+    canonical: String,
+    ids: BTreeSet<String>,
+    name: Option<String>,
+    pushname: Option<String>,
+    number: Option<String>,
+    /// `(name, id)`, sorted by name.
+    groups: Vec<(String, String)>,
+    has_direct_chat: bool,
+    in_contacts: bool,
+}
+
+impl Member {
+    fn to_value(&self) -> Value {
+        let opt = |v: &Option<String>| v.clone().map(json::s).unwrap_or(Value::Null);
+        json::obj([
+            ("canonicalId", json::s(self.canonical.clone())),
+            ("ids", json::arr(self.ids.iter().cloned().map(json::s))),
+            ("name", opt(&self.name)),
+            ("pushname", opt(&self.pushname)),
+            ("number", opt(&self.number)),
+            ("groupCount", json::int(self.groups.len() as i64)),
+            (
+                "groups",
+                json::arr(self.groups.iter().map(|(name, id)| {
+                    json::obj([("id", json::s(id.clone())), ("name", json::s(name.clone()))])
+                })),
+            ),
+            ("hasDirectChat", json::bool(self.has_direct_chat)),
+            ("inContacts", json::bool(self.in_contacts)),
+        ])
+    }
+}
+
+/// The member matrix.
+struct Matrix {
+    groups_processed: usize,
+    /// Sorted by group count (highest first), then name.
+    members: Vec<Member>,
+}
+
+/// Up to `limit` groups as `(id, display name)`: group chats by activity, then groups known only
+/// from their metadata.
+fn scanned_groups(v: &mut Views, limit: usize) -> Result<Vec<(String, String)>> {
+    let lk = v.lk;
+    let mut ids: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    lk.chat_jids_newest(&mut |_, chat_jid| {
+        if jid::is_group(chat_jid) && seen.insert(chat_jid.to_string()) {
+            ids.push(chat_jid.to_string());
+        }
+        Ok(ids.len() < limit)
+    })?;
+    if ids.len() < limit {
+        for (gid, _) in lk.groups_all()? {
+            if ids.len() >= limit {
+                break;
+            }
+            if seen.insert(gid.clone()) {
+                ids.push(gid);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(ids.len());
+    for gid in ids {
+        let stored = lk.chat(&gid)?.and_then(|c| c.name);
+        let name = v
+            .best_chat_name(std::slice::from_ref(&gid), &gid, stored.as_deref())?
+            .unwrap_or_else(|| gid.clone());
+        out.push((gid, name));
+    }
+    Ok(out)
+}
+
+fn build_matrix(v: &mut Views, group_limit: usize) -> Result<Matrix> {
+    let groups = scanned_groups(v, group_limit)?;
+    let lk = v.lk;
+    let mut own: HashSet<String> = HashSet::new();
+    if let Some(o) = lk.own_jid() {
+        let o = jid::normalize(o).unwrap_or_else(|| o.to_string());
+        own.extend(lk.related(&o)?);
+        own.insert(lk.canonical(&o)?);
+    }
+    // canonical JID → (the raw JIDs seen, the groups as (name, id))
+    type Seen = (BTreeSet<String>, Vec<(String, String)>);
+    let mut by_person: HashMap<String, Seen> = HashMap::new();
+    for (gid, gname) in &groups {
+        for (raw, _role) in lk.group_members(gid)? {
+            let Some(member) = jid::normalize(&raw) else {
+                continue;
+            };
+            if own.contains(&member) {
+                continue;
+            }
+            let canonical = v.canonical(&member)?;
+            if own.contains(&canonical) {
+                continue;
+            }
+            let entry = by_person.entry(canonical).or_default();
+            entry.0.insert(member);
+            if !entry.1.iter().any(|(_, id)| id == gid) {
+                entry.1.push((gname.clone(), gid.clone()));
+            }
+        }
+    }
+    let mut members = Vec::with_capacity(by_person.len());
+    for (canonical, (ids, mut member_groups)) in by_person {
+        let mut jids = lk.related(&canonical)?;
+        jids.extend(
+            ids.iter()
+                .filter(|i| !jids.contains(i))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        let mut has_direct_chat = false;
+        let mut in_contacts = false;
+        for j in &jids {
+            if !has_direct_chat && lk.chat(j)?.is_some_and(|c| !c.is_group) {
+                has_direct_chat = true;
+            }
+            if !in_contacts && lk.contact(j)?.is_some() {
+                in_contacts = true;
+            }
+        }
+        let summary = v.summary(&canonical)?.unwrap_or_default();
+        let number = summary
+            .number
+            .or_else(|| jid::is_pn(&canonical).then(|| jid::user(&canonical).to_string()));
+        member_groups.sort_by_cached_key(|(name, id)| (views::fold(name), id.clone()));
+        members.push(Member {
+            canonical,
+            ids,
+            name: summary.name,
+            pushname: summary.pushname,
+            number,
+            groups: member_groups,
+            has_direct_chat,
+            in_contacts,
+        });
+    }
+    members.sort_by_cached_key(|m| {
+        (
+            std::cmp::Reverse(m.groups.len()),
+            views::fold(m.name.as_deref().unwrap_or("")),
+            m.canonical.clone(),
+        )
+    });
+    Ok(Matrix {
+        groups_processed: groups.len(),
+        members,
+    })
+}
+
+struct AuditArgs {
+    group_limit: usize,
+    refresh: bool,
+}
+
+fn audit_args(call: &ToolCall) -> AuditArgs {
+    AuditArgs {
+        group_limit: usize::try_from(call.args.int("group_limit").unwrap_or(200)).unwrap_or(1),
+        refresh: call.args.bool("refresh_group_info").unwrap_or(false),
+    }
+}
+
+fn threshold(call: &ToolCall, name: &str, default: i64, floor: usize) -> usize {
+    usize::try_from(call.args.int(name).unwrap_or(default))
+        .unwrap_or(floor)
+        .max(floor)
+}
+
+/// Adds the refresh note to an answer object.
+fn with_note(mut v: Value, refresh: bool) -> Value {
+    if refresh && let Value::Object(o) = &mut v {
+        o.insert("note".into(), json::s(REFRESH_NOTE));
+    }
+    v
+}
+
+fn pick(members: &[Member], keep: impl Fn(&Member) -> bool) -> Vec<Value> {
+    members
+        .iter()
+        .filter(|m| keep(m))
+        .map(Member::to_value)
+        .collect()
+}
+
+async fn analyze_group_overlaps(call: ToolCall) -> ToolResult {
+    let a = audit_args(&call);
+    let min = threshold(&call, "min_shared_groups", 2, 2);
+    views::answer(&call, "Error analyzing group overlaps".into(), move |v| {
+        let m = build_matrix(v, a.group_limit)?;
+        let overlaps = pick(&m.members, |x| x.groups.len() >= min);
+        Ok(Ok(with_note(
+            json::obj([
+                ("groupsProcessed", json::int(m.groups_processed as i64)),
+                ("totalMembers", json::int(m.members.len() as i64)),
+                ("overlaps", json::arr(overlaps)),
+            ]),
+            a.refresh,
+        )))
+    })
+    .await
+}
+
+async fn find_members_without_direct_chat(call: ToolCall) -> ToolResult {
+    let a = audit_args(&call);
+    let min = threshold(&call, "min_shared_groups", 1, 1);
+    let failure = "Error finding members without direct chat".to_string();
+    views::answer(&call, failure, move |v| {
+        let m = build_matrix(v, a.group_limit)?;
+        let members = pick(&m.members, |x| !x.has_direct_chat && x.groups.len() >= min);
+        Ok(Ok(with_note(
+            json::obj([
+                ("groupsProcessed", json::int(m.groups_processed as i64)),
+                ("totalMembers", json::int(m.members.len() as i64)),
+                ("members", json::arr(members)),
+            ]),
+            a.refresh,
+        )))
+    })
+    .await
+}
+
+async fn find_members_not_in_contacts(call: ToolCall) -> ToolResult {
+    let a = audit_args(&call);
+    let min = threshold(&call, "min_shared_groups", 1, 1);
+    let failure = "Error finding members not in contacts".to_string();
+    views::answer(&call, failure, move |v| {
+        let m = build_matrix(v, a.group_limit)?;
+        let members = pick(&m.members, |x| !x.in_contacts && x.groups.len() >= min);
+        Ok(Ok(with_note(
+            json::obj([
+                ("groupsProcessed", json::int(m.groups_processed as i64)),
+                ("totalMembers", json::int(m.members.len() as i64)),
+                ("members", json::arr(members)),
+            ]),
+            a.refresh,
+        )))
+    })
+    .await
+}
+
+async fn run_group_audit(call: ToolCall) -> ToolResult {
+    let a = audit_args(&call);
+    let overlap_min = threshold(&call, "overlap_min_shared_groups", 2, 2);
+    let min = threshold(&call, "min_shared_groups", 1, 1);
+    views::answer(&call, "Error running group audit".into(), move |v| {
+        let m = build_matrix(v, a.group_limit)?;
+        let overlaps = pick(&m.members, |x| x.groups.len() >= overlap_min);
+        let without = pick(&m.members, |x| !x.has_direct_chat && x.groups.len() >= min);
+        let not_in = pick(&m.members, |x| !x.in_contacts && x.groups.len() >= min);
+        let summary = json::obj([
+            ("groupsProcessed", json::int(m.groups_processed as i64)),
+            ("totalMembers", json::int(m.members.len() as i64)),
+            ("overlapCount", json::int(overlaps.len() as i64)),
+            ("withoutDirectChatCount", json::int(without.len() as i64)),
+            ("notInContactsCount", json::int(not_in.len() as i64)),
+        ]);
+        Ok(Ok(with_note(
+            json::obj([
+                ("summary", summary),
+                ("overlaps", json::arr(overlaps)),
+                ("withoutDirectChat", json::arr(without)),
+                ("notInContacts", json::arr(not_in)),
+            ]),
+            a.refresh,
+        )))
+    })
+    .await
 }

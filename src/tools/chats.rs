@@ -3,9 +3,16 @@
 //!
 //! Owns: listing and finding chats in the store. Must not: send anything, or read message bodies
 //! beyond a chat's last message (that is the messages group); the group audits live in `audit`.
-//! The store is not built yet, so every tool here is a stub that says so.
+//!
+//! Lists walk `chats_by_time` newest first until `limit` chats pass the filters, merging a
+//! person's LID and phone chats into one as they go (`views`), so every stored chat and group can
+//! be reached, not only the most recent few.
 
-use super::{Annotations, Param, Tool};
+use super::views::{self, Answer, Views};
+use super::{Annotations, Param, Tool, ToolCall, ToolResult};
+use crate::json::{self, Value};
+use crate::store::{Result, jid};
+use std::collections::HashSet;
 
 pub fn tools() -> Vec<Tool> {
     vec![
@@ -26,7 +33,7 @@ pub fn tools() -> Vec<Tool> {
                 ),
             ],
             Annotations::READ_LOCAL,
-            crate::not_yet!("list_chats", "the chat store (not built yet)"),
+            crate::tool_fn!(list_chats),
         ),
         Tool::new(
             "list_system_chats",
@@ -40,7 +47,7 @@ pub fn tools() -> Vec<Tool> {
                 "Maximum number of chats to return.",
             )],
             Annotations::READ_LOCAL,
-            crate::not_yet!("list_system_chats", "the chat store (not built yet)"),
+            crate::tool_fn!(list_system_chats),
         ),
         Tool::new(
             "list_groups",
@@ -55,7 +62,7 @@ pub fn tools() -> Vec<Tool> {
                 ),
             ],
             Annotations::READ_LOCAL,
-            crate::not_yet!("list_groups", "the chat store (not built yet)"),
+            crate::tool_fn!(list_groups),
         ),
         Tool::new(
             "get_chat_by_id",
@@ -71,7 +78,7 @@ pub fn tools() -> Vec<Tool> {
                 .required(),
             ],
             Annotations::READ_LOCAL,
-            crate::not_yet!("get_chat_by_id", "the chat store (not built yet)"),
+            crate::tool_fn!(get_chat_by_id),
         ),
         Tool::new(
             "get_direct_chat_by_contact_number",
@@ -87,10 +94,7 @@ pub fn tools() -> Vec<Tool> {
                 .required(),
             ],
             Annotations::READ_LOCAL,
-            crate::not_yet!(
-                "get_direct_chat_by_contact_number",
-                "the chat store (not built yet)"
-            ),
+            crate::tool_fn!(get_direct_chat_by_contact_number),
         ),
         Tool::new(
             "get_chat_by_contact",
@@ -113,7 +117,205 @@ pub fn tools() -> Vec<Tool> {
                 ),
             ],
             Annotations::READ_LOCAL,
-            crate::not_yet!("get_chat_by_contact", "the chat store (not built yet)"),
+            crate::tool_fn!(get_chat_by_contact),
         ),
     ]
+}
+
+/// Which chats a list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Everything but status updates and chats whose newest event is a system notice.
+    Chats,
+    /// Only chats whose newest event is a system notice (`protocolMessage`).
+    System,
+    /// Groups only (system notices left out, as in `Chats`).
+    Groups,
+}
+
+/// The message type of WhatsApp's system notices (revokes, edits, ephemeral settings, syncs).
+const SYSTEM_TYPE: &str = "protocolMessage";
+
+/// Up to `limit` chats of `kind`, newest activity first, LID and phone halves merged.
+pub(crate) fn list(
+    v: &mut Views,
+    kind: Kind,
+    limit: usize,
+    include_last: bool,
+) -> Result<Vec<(views::ChatView, Value)>> {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let lk = v.lk;
+    lk.chat_jids_newest(&mut |_, chat_jid| {
+        if chat_jid == jid::STATUS_BROADCAST || (kind == Kind::Groups && !jid::is_group(chat_jid)) {
+            return Ok(true);
+        }
+        let canonical = v.canonical(chat_jid)?;
+        if !seen.insert(canonical) {
+            return Ok(true);
+        }
+        let Some(chat) = v.chat_view(chat_jid)? else {
+            return Ok(true);
+        };
+        let last = v.last_message(&chat)?;
+        let system = last.as_ref().is_some_and(|m| m.row.kind == SYSTEM_TYPE);
+        if system != (kind == Kind::System) {
+            return Ok(true);
+        }
+        let shown = if include_last || kind == Kind::System {
+            last.as_ref()
+        } else {
+            None
+        };
+        let value = v.chat_value(&chat, shown)?;
+        out.push((chat, value));
+        Ok(out.len() < limit)
+    })?;
+    if kind == Kind::Groups && out.len() < limit {
+        // Groups known from their metadata only (no chat row yet) come last.
+        for (gid, row) in lk.groups_all()? {
+            if out.len() >= limit {
+                break;
+            }
+            if seen.contains(&gid) {
+                continue;
+            }
+            let name = row
+                .subject
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| gid.clone());
+            let chat = views::ChatView {
+                id: gid.clone(),
+                jids: vec![gid],
+                name,
+                is_group: true,
+                unread: 0,
+                ts: 0,
+                last_doc: 0,
+            };
+            let value = v.chat_value(&chat, None)?;
+            out.push((chat, value));
+        }
+    }
+    Ok(out)
+}
+
+fn limit_arg(call: &ToolCall, name: &str, default: i64) -> usize {
+    usize::try_from(call.args.int(name).unwrap_or(default)).unwrap_or(1)
+}
+
+async fn list_tool(call: ToolCall, kind: Kind, failure: &str) -> ToolResult {
+    let limit = limit_arg(&call, "limit", 20);
+    let include_last = call.args.bool("include_last_message").unwrap_or(true);
+    views::answer(&call, failure.into(), move |v| {
+        let chats = list(v, kind, limit, include_last)?;
+        Ok(Ok(json::arr(chats.into_iter().map(|(_, value)| value))))
+    })
+    .await
+}
+
+async fn list_chats(call: ToolCall) -> ToolResult {
+    list_tool(call, Kind::Chats, "Error listing chats").await
+}
+
+async fn list_system_chats(call: ToolCall) -> ToolResult {
+    list_tool(call, Kind::System, "Error listing system chats").await
+}
+
+async fn list_groups(call: ToolCall) -> ToolResult {
+    list_tool(call, Kind::Groups, "Error listing groups").await
+}
+
+/// The chat with its last message, or `None`.
+fn chat_with_last(v: &mut Views, any: &str) -> Result<Option<(views::ChatView, Value)>> {
+    let Some(chat) = v.chat_view(any)? else {
+        return Ok(None);
+    };
+    let last = v.last_message(&chat)?;
+    let value = v.chat_value(&chat, last.as_ref())?;
+    Ok(Some((chat, value)))
+}
+
+async fn get_chat_by_id(call: ToolCall) -> ToolResult {
+    let raw = call.args.str("jid").unwrap_or_default().to_string();
+    let failure = format!("Error getting chat {raw}");
+    views::answer(&call, failure, move |v| {
+        let chat_jid = match views::parse_jid("jid", &raw) {
+            Ok(j) => j,
+            Err(e) => return Ok(Err(e)),
+        };
+        let answer: Answer = match chat_with_last(v, &chat_jid)? {
+            Some((_, value)) => Ok(value),
+            None => Err(format!("Chat not found for JID: {raw}")),
+        };
+        Ok(answer)
+    })
+    .await
+}
+
+async fn get_direct_chat_by_contact_number(call: ToolCall) -> ToolResult {
+    let raw = call
+        .args
+        .str("phone_number")
+        .unwrap_or_default()
+        .to_string();
+    let failure = format!("Could not find direct chat for number: {raw}");
+    views::answer(&call, failure, move |v| {
+        let pn = if raw.contains('@') {
+            jid::normalize(&raw).filter(|j| jid::is_pn(j))
+        } else {
+            jid::pn_from_number(&raw)
+        };
+        let Some(pn) = pn else {
+            return Ok(Err(format!(
+                "Invalid phone_number: \"{raw}\" is not a phone number. Give the number with its \
+                 country code, e.g. +44 7700 900123 or 447700900123."
+            )));
+        };
+        let answer: Answer = match chat_with_last(v, &pn)? {
+            Some((chat, value)) if !chat.is_group => Ok(value),
+            _ => Err(format!("Direct chat not found for number: {raw}")),
+        };
+        Ok(answer)
+    })
+    .await
+}
+
+/// `get_chat_by_contact` picks the best match itself (with `AUTO_SELECT_CONTACT=1`) only when it
+/// scores at least this much, and this much more than the runner-up.
+const AUTO_MIN_SCORE: u32 = 90;
+const AUTO_MIN_LEAD: u32 = 10;
+
+async fn get_chat_by_contact(call: ToolCall) -> ToolResult {
+    let query = call.args.str("query").unwrap_or_default().to_string();
+    let max = limit_arg(&call, "max_candidates", 5);
+    let auto = call.env.auto_select_contact;
+    let failure = format!("Error getting chat for {query}");
+    views::answer(&call, failure, move |v| {
+        let matches = v.resolve(&query, max)?;
+        let picked = match matches.as_slice() {
+            [] => return Ok(Err(format!("No contacts matched for query: {query}"))),
+            [only] => only,
+            [top, second, ..]
+                if auto
+                    && top.score >= AUTO_MIN_SCORE
+                    && top.score >= second.score + AUTO_MIN_LEAD =>
+            {
+                top
+            }
+            _ => {
+                let list = json::arr(matches.iter().map(|m| v.resolved_full(m)));
+                return Ok(Ok(json::obj([("matches", list)])));
+            }
+        };
+        let answer = match chat_with_last(v, &picked.contact.id)? {
+            Some((_, value)) => value,
+            None => json::obj([("contact", v.resolved_full(picked)), ("chat", Value::Null)]),
+        };
+        Ok(Ok(answer))
+    })
+    .await
 }

@@ -2,10 +2,12 @@
 //! `get_group_info`.
 //!
 //! Owns: looking people and groups up by name, number or JID. Must not: write chats or messages,
-//! or send anything; the store and the WhatsApp engine are not built yet, so every tool here is a
-//! stub that says so.
+//! or send anything. The first three answer from the store (shapes in `views`); the profile
+//! picture and live group info need the WhatsApp engine, which is not built yet.
 
-use super::{Annotations, Param, Tool};
+use super::views::{self, Answer, Views};
+use super::{Annotations, Param, Tool, ToolCall, ToolResult};
+use crate::json;
 
 pub fn tools() -> Vec<Tool> {
     vec![
@@ -23,7 +25,7 @@ pub fn tools() -> Vec<Tool> {
                 .required(),
             ],
             Annotations::READ_REMOTE,
-            crate::not_yet!("search_contacts", "the contact store (not built yet)"),
+            crate::tool_fn!(search_contacts),
         ),
         Tool::new(
             "resolve_contact",
@@ -41,7 +43,7 @@ pub fn tools() -> Vec<Tool> {
                 Param::positive("limit", 5, "Maximum number of matches to return."),
             ],
             Annotations::READ_REMOTE,
-            crate::not_yet!("resolve_contact", "the contact store (not built yet)"),
+            crate::tool_fn!(resolve_contact),
         ),
         Tool::new(
             "get_contact_by_id",
@@ -56,7 +58,7 @@ pub fn tools() -> Vec<Tool> {
                 .required(),
             ],
             Annotations::READ_LOCAL,
-            crate::not_yet!("get_contact_by_id", "the contact store (not built yet)"),
+            crate::tool_fn!(get_contact_by_id),
         ),
         Tool::new(
             "get_profile_pic",
@@ -98,4 +100,87 @@ pub fn tools() -> Vec<Tool> {
             ),
         ),
     ]
+}
+
+/// At most this many contacts are listed by `search_contacts` (as the original).
+const SEARCH_LIMIT: usize = 50;
+
+async fn search_contacts(call: ToolCall) -> ToolResult {
+    let query = call.args.str("query").unwrap_or_default().to_string();
+    views::answer(&call, "Error searching contacts".into(), move |v| {
+        Ok(Ok(json::arr(
+            search(v, &query)?.iter().map(views::contact_brief),
+        )))
+    })
+    .await
+}
+
+/// Contacts whose name, push name, number or JID contains `query` (folded), newest first.
+fn search(v: &mut Views, query: &str) -> crate::store::Result<Vec<views::ContactView>> {
+    let needle = views::fold(query.trim());
+    let digits = crate::store::jid::digits(query).filter(|_| {
+        query
+            .trim()
+            .chars()
+            .all(|c| c.is_ascii_digit() || " +-().".contains(c))
+    });
+    Ok(v.all_contacts()?
+        .into_iter()
+        .filter(|c| {
+            needle.is_empty()
+                || [c.name.as_deref(), c.pushname.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|f| views::fold(f).contains(&needle))
+                // Numbers and JIDs are lower-case ASCII already.
+                || c.number.contains(&needle)
+                || c.id.contains(&needle)
+                || c.jids.iter().any(|j| j.contains(&needle))
+                || digits
+                    .as_deref()
+                    .is_some_and(|d| !c.number.is_empty() && c.number.contains(d))
+        })
+        .take(SEARCH_LIMIT)
+        .collect())
+}
+
+async fn resolve_contact(call: ToolCall) -> ToolResult {
+    let query = call.args.str("query").unwrap_or_default().to_string();
+    let limit = call.args.int("limit").unwrap_or(5).max(1) as usize;
+    views::answer(&call, "Error resolving contact".into(), move |v| {
+        Ok(Ok(json::arr(
+            v.resolve(&query, limit)?.iter().map(views::resolved_brief),
+        )))
+    })
+    .await
+}
+
+async fn get_contact_by_id(call: ToolCall) -> ToolResult {
+    let raw = call.args.str("jid").unwrap_or_default().to_string();
+    let failure = format!("Error getting contact {raw}");
+    views::answer(&call, failure, move |v| {
+        let jid = match views::parse_jid("jid", &raw) {
+            Ok(j) => j,
+            Err(e) => return Ok(Err(e)),
+        };
+        let Some(c) = v.contact_view(&jid)? else {
+            return Ok(Err(format!("Contact not found for JID: {raw}")));
+        };
+        let answer: Answer = Ok(json::obj([
+            ("id", json::s(c.id.clone())),
+            (
+                "name",
+                c.name.clone().map(json::s).unwrap_or(json::Value::Null),
+            ),
+            ("number", json::s(c.number.clone())),
+            (
+                "pushname",
+                c.pushname.clone().map(json::s).unwrap_or(json::Value::Null),
+            ),
+            ("isMyContact", json::bool(c.is_my_contact)),
+            ("isWAContact", json::bool(true)),
+        ]));
+        Ok(answer)
+    })
+    .await
 }

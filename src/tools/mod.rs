@@ -14,7 +14,10 @@ mod chats;
 mod contacts;
 mod media;
 mod messages;
+#[cfg(test)]
+mod tests_read;
 mod util;
+pub mod views;
 
 use crate::json::{self, Object, Value};
 use std::future::Future;

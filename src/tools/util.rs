@@ -366,10 +366,35 @@ mod tests {
         fn report(&self, _progress: f64, _total: Option<f64>, _message: Option<&str>) {}
     }
 
+    /// The read tools served from the store (tested in `tests_read`).
+    const FROM_STORE: [&str; 18] = [
+        "search_contacts",
+        "resolve_contact",
+        "get_contact_by_id",
+        "list_chats",
+        "list_system_chats",
+        "list_groups",
+        "get_chat_by_id",
+        "get_direct_chat_by_contact_number",
+        "get_chat_by_contact",
+        "analyze_group_overlaps",
+        "find_members_without_direct_chat",
+        "find_members_not_in_contacts",
+        "run_group_audit",
+        "list_messages",
+        "get_message_by_id",
+        "search_messages",
+        "get_message_context",
+        "get_last_interaction",
+    ];
+
     #[test]
     fn every_stub_answers_not_available_under_its_own_name() {
         let reg = registry(false);
-        for t in reg.listed().filter(|t| t.name != "ping") {
+        for t in reg
+            .listed()
+            .filter(|t| t.name != "ping" && !FROM_STORE.contains(&t.name))
+        {
             let mut args = Object::new();
             for p in t.params.iter().filter(|p| p.required) {
                 args.insert(p.name.to_string(), json::s("x"));
