@@ -179,6 +179,45 @@ pub fn index(txn: &WriteTransaction, doc: Doc, text: &str) -> Result<()> {
 }
 
 /// Removes a message body (as it was indexed) from the index.
+/// Adds many message bodies at once: the same postings as calling [`index`] for each, but every
+/// token's new docs are merged into its blocks in one pass (one read and one write per touched
+/// block instead of one per posting), and each term count is written once.
+pub fn index_many(txn: &WriteTransaction, items: &[(Doc, &str)]) -> Result<()> {
+    let mut pairs: Vec<(String, Doc)> = Vec::new();
+    for (doc, text) in items {
+        let folded = fold(text);
+        for token in doc_tokens(&folded) {
+            pairs.push((token.to_string(), *doc));
+        }
+    }
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut postings = txn.open_table(POSTINGS).ctx("opening search_postings")?;
+    let mut terms = txn.open_table(TERMS).ctx("opening search_terms")?;
+    let mut start = 0;
+    while start < pairs.len() {
+        let token = pairs[start].0.as_str();
+        let end = start
+            + pairs[start..]
+                .iter()
+                .take_while(|(t, _)| t == token)
+                .count();
+        let docs: Vec<Doc> = pairs[start..end].iter().map(|(_, d)| *d).collect();
+        let added = insert_postings_sorted(&mut postings, token, &docs)?;
+        if added > 0 {
+            let n = term_count(&terms, token)?;
+            terms
+                .insert(token, n.saturating_add(added))
+                .ctx("updating a search term count")?;
+        }
+        start = end;
+    }
+    Ok(())
+}
+
 pub fn unindex(txn: &WriteTransaction, doc: Doc, text: &str) -> Result<()> {
     let folded = fold(text);
     let tokens = doc_tokens(&folded);
@@ -939,6 +978,178 @@ fn insert_posting(t: &mut Postings, token: &str, doc: Doc) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// One posting block held in memory while a sorted run of docs is merged into it.
+struct OpenBlock {
+    /// The block's first doc (its key once written).
+    first: Doc,
+    docs: Vec<Doc>,
+    /// The key it was read under, if it came from the table.
+    stored_as: Option<Doc>,
+    /// The next block's first doc in the table: docs at or past it belong elsewhere.
+    upper: Option<Doc>,
+    dirty: bool,
+}
+
+impl OpenBlock {
+    fn fresh(doc: Doc, upper: Option<Doc>) -> OpenBlock {
+        OpenBlock {
+            first: doc,
+            docs: vec![doc],
+            stored_as: None,
+            upper,
+            dirty: true,
+        }
+    }
+
+    fn holds(&self, doc: Doc) -> bool {
+        doc >= self.first && self.upper.is_none_or(|u| doc < u)
+    }
+
+    fn flush(self, t: &mut Postings, token: &str) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        if let Some(old) = self.stored_as.filter(|old| *old != self.first) {
+            delete_block(t, token, old)?;
+        }
+        put_block(t, token, self.first, &encode_block(&self.docs))
+    }
+}
+
+/// The first key of `token`'s blocks after `after`.
+fn next_block_key(t: &Postings, token: &str, after: Doc) -> Result<Option<Doc>> {
+    if after == Doc::MAX {
+        return Ok(None);
+    }
+    let mut range = t
+        .range((token, after + 1)..=(token, Doc::MAX))
+        .ctx("reading search postings")?;
+    match range.next() {
+        None => Ok(None),
+        Some(entry) => Ok(Some(entry.ctx("reading search postings")?.0.value().1)),
+    }
+}
+
+/// Opens the block `doc` belongs in, inserting `doc` when it goes before every block (the
+/// second value says whether it was inserted that way).
+fn open_block_for(t: &Postings, token: &str, doc: Doc) -> Result<(OpenBlock, bool)> {
+    if let Some((first, bytes)) = block_at_or_before(t, token, doc)? {
+        let mut docs = Vec::new();
+        decode_block(first, &bytes, &mut docs)?;
+        let upper = next_block_key(t, token, first)?;
+        return Ok((
+            OpenBlock {
+                first,
+                docs,
+                stored_as: Some(first),
+                upper,
+                dirty: false,
+            },
+            false,
+        ));
+    }
+    // Older than every block of the token (or the token is new): as `insert_posting` does,
+    // join the first block when the result fits, else start a block of its own.
+    let next = {
+        let mut range = t
+            .range((token, doc)..=(token, Doc::MAX))
+            .ctx("reading search postings")?;
+        match range.next() {
+            None => None,
+            Some(entry) => {
+                let (k, v) = entry.ctx("reading search postings")?;
+                Some((k.value().1, v.value().to_vec()))
+            }
+        }
+    };
+    let Some((first, bytes)) = next else {
+        return Ok((OpenBlock::fresh(doc, None), true));
+    };
+    let mut docs = Vec::new();
+    decode_block(first, &bytes, &mut docs)?;
+    docs.insert(0, doc);
+    if encode_block(&docs).len() <= MAX_BLOCK_BYTES {
+        let upper = next_block_key(t, token, first)?;
+        Ok((
+            OpenBlock {
+                first: doc,
+                docs,
+                stored_as: Some(first),
+                upper,
+                dirty: true,
+            },
+            true,
+        ))
+    } else {
+        Ok((OpenBlock::fresh(doc, Some(first)), true))
+    }
+}
+
+/// Adds ascending `docs` to `token`'s postings with the block rules of `insert_posting`.
+/// Returns how many were new.
+fn insert_postings_sorted(t: &mut Postings, token: &str, docs: &[Doc]) -> Result<u32> {
+    let mut added = 0u32;
+    let mut open: Option<OpenBlock> = None;
+    for &doc in docs {
+        let mut block = match open.take() {
+            Some(b) if b.holds(doc) => b,
+            other => {
+                if let Some(b) = other {
+                    b.flush(t, token)?;
+                }
+                let (b, inserted) = open_block_for(t, token, doc)?;
+                if inserted {
+                    added += 1;
+                    open = Some(b);
+                    continue;
+                }
+                b
+            }
+        };
+        let pos = match block.docs.binary_search(&doc) {
+            Ok(_) => {
+                open = Some(block);
+                continue;
+            }
+            Err(pos) => pos,
+        };
+        added += 1;
+        if pos == block.docs.len() {
+            let last = block.docs[block.docs.len() - 1];
+            if encode_block(&block.docs).len() + gap_len(last, doc) > MAX_BLOCK_BYTES {
+                // Newer than a full block: start a new one, so appended blocks stay full.
+                let upper = block.upper;
+                block.flush(t, token)?;
+                open = Some(OpenBlock::fresh(doc, upper));
+                continue;
+            }
+        }
+        block.docs.insert(pos, doc);
+        block.dirty = true;
+        if encode_block(&block.docs).len() <= MAX_BLOCK_BYTES {
+            open = Some(block);
+            continue;
+        }
+        // Split in half; later (larger) docs most likely land in the right half.
+        let right = block.docs.split_off(block.docs.len() / 2);
+        let right_first = right[0];
+        let upper = block.upper;
+        block.upper = Some(right_first);
+        block.flush(t, token)?;
+        open = Some(OpenBlock {
+            first: right_first,
+            docs: right,
+            stored_as: None,
+            upper,
+            dirty: true,
+        });
+    }
+    if let Some(b) = open {
+        b.flush(t, token)?;
+    }
+    Ok(added)
 }
 
 /// Removes `doc` from `token`'s postings; false when it was not there.
@@ -2167,6 +2378,48 @@ mod tests {
             let hits = search(&txn, &q, &mut |_| Ok(Some("tok".into()))).unwrap();
             let want: Vec<Doc> = model.iter().rev().map(|(_, d)| *d).collect();
             prop_assert_eq!(docs_of(&hits), want);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// `index_many` in batches stores exactly what `index` one by one stores, and keeps
+        /// every block within its size limit.
+        #[test]
+        fn batched_indexing_equals_one_by_one(
+            batches in proptest::collection::vec(
+                proptest::collection::vec((0u64..3_000, 0usize..6, 1usize..5), 1..300),
+                1..4,
+            )
+        ) {
+            const WORDS: [&str; 6] = ["alpha", "beta", "gamma", "delta", "eps", "zeta"];
+            let text = |w: usize, n: usize| (0..n).map(|k| WORDS[(w + k) % 6]).collect::<Vec<_>>().join(" ");
+            let one = mem_db();
+            let many = mem_db();
+            for batch in &batches {
+                let items: Vec<(Doc, String)> = batch
+                    .iter()
+                    .map(|(i, w, n)| (doc(1_000_000 + (i / 2) * 977, (i * 7_919) & SEQ_MASK), text(*w, *n)))
+                    .collect();
+                let txn = one.begin_write().unwrap();
+                for (d, t) in &items {
+                    index(&txn, *d, t).unwrap();
+                }
+                txn.commit().unwrap();
+                let txn = many.begin_write().unwrap();
+                let refs: Vec<(Doc, &str)> = items.iter().map(|(d, t)| (*d, t.as_str())).collect();
+                index_many(&txn, &refs).unwrap();
+                txn.commit().unwrap();
+            }
+            prop_assert_eq!(all_postings(&many), all_postings(&one));
+            prop_assert_eq!(all_terms(&many), all_terms(&one));
+            let txn = many.begin_read().unwrap();
+            let t = txn.open_table(POSTINGS).unwrap();
+            for e in t.iter().unwrap() {
+                let (_, v) = e.unwrap();
+                prop_assert!(v.value().len() <= MAX_BLOCK_BYTES);
+            }
         }
     }
 

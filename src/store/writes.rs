@@ -814,11 +814,11 @@ pub fn put_messages(txn: &WriteTransaction, batch: &[NewMessage]) -> Result<Vec<
                 .ctx("writing chats")?;
         }
     }
-    for (doc, i) in to_index {
-        if let Some(m) = batch.get(i) {
-            search::index(txn, doc, &m.body)?;
-        }
-    }
+    let bodies: Vec<(Doc, &str)> = to_index
+        .iter()
+        .filter_map(|(doc, i)| batch.get(*i).map(|m| (*doc, m.body.as_str())))
+        .collect();
+    search::index_many(txn, &bodies)?;
     Ok(out)
 }
 
