@@ -113,9 +113,19 @@ fn main() {
     println!("ingest_messages_per_s={:.0}", messages as f64 / secs);
     println!("ingest_rss_peak_kb={}", peak.load(Ordering::Relaxed));
     println!("ingest_rss_before_kb={rss_before}");
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    println!("db_bytes={size}");
-    println!("db_bytes_per_message={:.0}", size as f64 / messages as f64);
+    // redb grows its file in large steps: report the file length and the disk space in use.
+    let meta = std::fs::metadata(&path).expect("store file");
+    let size = meta.len();
+    let used = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+    println!("db_file_bytes={size}");
+    println!(
+        "db_file_bytes_per_message={:.0}",
+        size as f64 / messages as f64
+    );
+    println!(
+        "db_disk_bytes_per_message={:.0}",
+        used as f64 / messages as f64
+    );
 
     // At least 300 groups for the audit, with members drawn from the stored contacts.
     let counts = store.read_blocking(queries::counts).expect("counts");

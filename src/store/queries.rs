@@ -42,9 +42,7 @@ pub fn own_jid(txn: &ReadTransaction) -> Result<Option<String>> {
 }
 
 pub fn chat(txn: &ReadTransaction, chat_jid: &str) -> Result<Option<ChatRow>> {
-    let chats = txn.open_table(CHATS).ctx("opening chats")?;
-    let row = chats.get(chat_jid).ctx("reading chats")?;
-    row.map(|v| ChatRow::decode(v.value())).transpose()
+    Lookup::new(txn)?.chat(chat_jid)
 }
 
 /// Chats by last activity, newest first, for as long as `visit` returns true.
@@ -77,22 +75,12 @@ fn chat_no(txn: &ReadTransaction, chat_jid: &str) -> Result<Option<u32>> {
 }
 
 pub fn chat_jid_of(txn: &ReadTransaction, chat_no: u32) -> Result<Option<String>> {
-    let jids = txn.open_table(CHAT_JIDS).ctx("opening chat_jids")?;
-    Ok(jids
-        .get(chat_no)
-        .ctx("reading chat_jids")?
-        .map(|v| v.value().to_string()))
+    Lookup::new(txn)?.chat_jid_of(chat_no)
 }
 
 /// A message by doc.
 pub fn message_at(txn: &ReadTransaction, doc: Doc) -> Result<Option<StoredMessage>> {
-    let messages = txn.open_table(MESSAGES).ctx("opening messages")?;
-    let Some(v) = messages.get(doc).ctx("reading messages")? else {
-        return Ok(None);
-    };
-    let row = MessageRow::decode(v.value())?;
-    let chat_jid = chat_jid_of(txn, row.chat_no)?.unwrap_or_default();
-    Ok(Some(StoredMessage { doc, chat_jid, row }))
+    Lookup::new(txn)?.message_at(doc)
 }
 
 /// A message by chat and WhatsApp id.
@@ -149,30 +137,7 @@ pub fn messages_before(
     before: Option<Doc>,
     limit: usize,
 ) -> Result<Vec<StoredMessage>> {
-    let Some(no) = chat_no(txn, chat_jid)? else {
-        return Ok(Vec::new());
-    };
-    let timeline = txn.open_table(CHAT_TIMELINE).ctx("opening chat_timeline")?;
-    let messages = txn.open_table(MESSAGES).ctx("opening messages")?;
-    let end = before.unwrap_or(u64::MAX);
-    let mut out = Vec::with_capacity(limit.min(1024));
-    let range = timeline
-        .range((no, 0)..(no, end))
-        .ctx("reading chat_timeline")?;
-    for entry in range.rev() {
-        if out.len() >= limit {
-            break;
-        }
-        let doc = entry.ctx("reading chat_timeline")?.0.value().1;
-        if let Some(v) = messages.get(doc).ctx("reading messages")? {
-            out.push(StoredMessage {
-                doc,
-                chat_jid: chat_jid.to_string(),
-                row: MessageRow::decode(v.value())?,
-            });
-        }
-    }
-    Ok(out)
+    Lookup::new(txn)?.messages_before(chat_jid, before, limit)
 }
 
 /// Up to `limit` messages of a chat newer than `after` (exclusive), oldest first.
@@ -182,30 +147,7 @@ pub fn messages_after(
     after: Doc,
     limit: usize,
 ) -> Result<Vec<StoredMessage>> {
-    let Some(no) = chat_no(txn, chat_jid)? else {
-        return Ok(Vec::new());
-    };
-    let timeline = txn.open_table(CHAT_TIMELINE).ctx("opening chat_timeline")?;
-    let messages = txn.open_table(MESSAGES).ctx("opening messages")?;
-    let mut out = Vec::with_capacity(limit.min(1024));
-    let start = after.saturating_add(1);
-    for entry in timeline
-        .range((no, start)..=(no, u64::MAX))
-        .ctx("reading chat_timeline")?
-    {
-        if out.len() >= limit {
-            break;
-        }
-        let doc = entry.ctx("reading chat_timeline")?.0.value().1;
-        if let Some(v) = messages.get(doc).ctx("reading messages")? {
-            out.push(StoredMessage {
-                doc,
-                chat_jid: chat_jid.to_string(),
-                row: MessageRow::decode(v.value())?,
-            });
-        }
-    }
-    Ok(out)
+    Lookup::new(txn)?.messages_after(chat_jid, after, limit)
 }
 
 /// Messages of any chat newer than `after` (exclusive), oldest first (for waiting on new
@@ -252,9 +194,7 @@ pub fn doc_at(ts_ms: u64) -> Doc {
 }
 
 pub fn media(txn: &ReadTransaction, doc: Doc) -> Result<Option<MediaRef>> {
-    let table = txn.open_table(MEDIA).ctx("opening media")?;
-    let row = table.get(doc).ctx("reading media")?;
-    row.map(|v| MediaRef::decode(v.value())).transpose()
+    Lookup::new(txn)?.media(doc)
 }
 
 /// `(reactor, emoji)` pairs on a message.
@@ -272,9 +212,7 @@ pub fn reactions(txn: &ReadTransaction, doc: Doc) -> Result<Vec<(String, String)
 }
 
 pub fn contact(txn: &ReadTransaction, contact_jid: &str) -> Result<Option<ContactRow>> {
-    let table = txn.open_table(CONTACTS).ctx("opening contacts")?;
-    let row = table.get(contact_jid).ctx("reading contacts")?;
-    row.map(|v| ContactRow::decode(v.value())).transpose()
+    Lookup::new(txn)?.contact(contact_jid)
 }
 
 /// Every contact, in JID order.
@@ -282,26 +220,15 @@ pub fn contacts_all(
     txn: &ReadTransaction,
     visit: &mut dyn FnMut(&str, ContactRow) -> Result<()>,
 ) -> Result<()> {
-    let table = txn.open_table(CONTACTS).ctx("opening contacts")?;
-    for e in table.iter().ctx("reading contacts")? {
-        let (k, v) = e.ctx("reading contacts")?;
-        visit(k.value(), ContactRow::decode(v.value())?)?;
-    }
-    Ok(())
+    Lookup::new(txn)?.contacts_all(visit)
 }
 
 pub fn pn_for_lid(txn: &ReadTransaction, lid: &str) -> Result<Option<String>> {
-    let t = txn.open_table(LID_TO_PN).ctx("opening lid_to_pn")?;
-    Ok(t.get(lid)
-        .ctx("reading lid_to_pn")?
-        .map(|v| v.value().to_string()))
+    Lookup::new(txn)?.pn_for_lid(lid)
 }
 
 pub fn lid_for_pn(txn: &ReadTransaction, pn: &str) -> Result<Option<String>> {
-    let t = txn.open_table(PN_TO_LID).ctx("opening pn_to_lid")?;
-    Ok(t.get(pn)
-        .ctx("reading pn_to_lid")?
-        .map(|v| v.value().to_string()))
+    Lookup::new(txn)?.lid_for_pn(pn)
 }
 
 /// Every `(lid, pn)` mapping.
@@ -317,58 +244,26 @@ pub fn mappings_all(txn: &ReadTransaction) -> Result<Vec<(String, String)>> {
 
 /// The JID a person is shown under: the phone JID for a mapped LID, otherwise the JID itself.
 pub fn canonical(txn: &ReadTransaction, any_jid: &str) -> Result<String> {
-    if jid::is_lid(any_jid)
-        && let Some(pn) = pn_for_lid(txn, any_jid)?
-    {
-        return Ok(pn);
-    }
-    Ok(any_jid.to_string())
+    Lookup::new(txn)?.canonical(any_jid)
 }
 
 /// The JID itself plus its other identity (LID ↔ phone), if known. The first entry is `jid`.
 pub fn related_jids(txn: &ReadTransaction, any_jid: &str) -> Result<Vec<String>> {
-    let mut out = vec![any_jid.to_string()];
-    if jid::is_lid(any_jid) {
-        if let Some(pn) = pn_for_lid(txn, any_jid)? {
-            out.push(pn);
-        }
-    } else if jid::is_pn(any_jid)
-        && let Some(lid) = lid_for_pn(txn, any_jid)?
-    {
-        out.push(lid);
-    }
-    Ok(out)
+    Lookup::new(txn)?.related(any_jid)
 }
 
 pub fn group(txn: &ReadTransaction, group_jid: &str) -> Result<Option<GroupRow>> {
-    let t = txn.open_table(GROUPS).ctx("opening groups")?;
-    let row = t.get(group_jid).ctx("reading groups")?;
-    row.map(|v| GroupRow::decode(v.value())).transpose()
+    Lookup::new(txn)?.group(group_jid)
 }
 
 /// Every group, in JID order.
 pub fn groups_all(txn: &ReadTransaction) -> Result<Vec<(String, GroupRow)>> {
-    let t = txn.open_table(GROUPS).ctx("opening groups")?;
-    let mut out = Vec::new();
-    for e in t.iter().ctx("reading groups")? {
-        let (k, v) = e.ctx("reading groups")?;
-        out.push((k.value().to_string(), GroupRow::decode(v.value())?));
-    }
-    Ok(out)
+    Lookup::new(txn)?.groups_all()
 }
 
 /// `(member JID, role)` of a group.
 pub fn group_members(txn: &ReadTransaction, group_jid: &str) -> Result<Vec<(String, String)>> {
-    let t = txn.open_table(GROUP_MEMBERS).ctx("opening group_members")?;
-    let mut out = Vec::new();
-    for e in t.range((group_jid, "")..).ctx("reading group_members")? {
-        let (k, v) = e.ctx("reading group_members")?;
-        if k.value().0 != group_jid {
-            break;
-        }
-        out.push((k.value().1.to_string(), v.value().to_string()));
-    }
-    Ok(out)
+    Lookup::new(txn)?.group_members(group_jid)
 }
 
 /// Row counts, for `/api/status`.
