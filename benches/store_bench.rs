@@ -195,13 +195,21 @@ fn main() {
                 .get(1)
                 .map(|t| t.0.clone())
                 .unwrap_or_else(|| "world".into());
-            let rare: Vec<String> = all
+            // The rarest words that still occur more than once; in a small vocabulary, simply
+            // the least frequent ones.
+            let mut rare: Vec<String> = all
                 .iter()
                 .rev()
-                .filter(|t| t.1 >= 2 && t.1 <= 20)
+                .filter(|t| (2..=50).contains(&t.1))
                 .take(50)
                 .map(|t| t.0.clone())
                 .collect();
+            if rare.is_empty() {
+                rare = all.iter().rev().take(20).map(|t| t.0.clone()).collect();
+            }
+            if rare.is_empty() {
+                rare.push("zebra".into());
+            }
             Ok((common, rare, second))
         })
         .expect("terms");
@@ -216,33 +224,27 @@ fn main() {
         store: store.clone(),
     });
 
-    // The busiest chat, for chat-scoped queries and list_messages.
-    let (_, first) = call(
-        &reg,
-        "search_messages",
-        json::obj([("query", json::s(common.clone())), ("limit", json::int(1))]),
-    );
-    let busy_chat = first.to_owned();
-    let text = json::get(&busy_chat, "content")
-        .and_then(|c| {
-            if let Value::Array(a) = c {
-                a.first().cloned()
-            } else {
-                None
+    // The busiest of the 50 most recently active direct chats (as stored, so that SQLite sees the
+    // same JID), for chat-scoped queries, list_messages and get_message_context.
+    let chat_id = store
+        .read_blocking(|r| {
+            let mut recent = Vec::new();
+            queries::chats_newest(r, &mut |c| {
+                if !c.row.is_group {
+                    recent.push(c.jid);
+                }
+                Ok(recent.len() < 50)
+            })?;
+            let mut best = (0usize, String::new());
+            for jid in recent {
+                let n = queries::messages_before(r, &jid, None, 1_000_000)?.len();
+                if n > best.0 {
+                    best = (n, jid);
+                }
             }
+            Ok(best.1)
         })
-        .and_then(|t| json::get_str(&t, "text").map(str::to_string))
-        .unwrap_or_default();
-    let chat_id = json::parse(&text)
-        .and_then(|v| {
-            if let Value::Array(a) = v {
-                a.first().cloned()
-            } else {
-                None
-            }
-        })
-        .and_then(|m| json::get_str(&m, "to").map(str::to_string))
-        .unwrap_or_default();
+        .expect("busiest chat");
     eprintln!("chat-scoped queries use {chat_id}");
 
     let n = 200;
