@@ -985,6 +985,8 @@ struct OpenBlock {
     /// The block's first doc (its key once written).
     first: Doc,
     docs: Vec<Doc>,
+    /// `encode_block(&docs).len()`, kept up to date as docs go in.
+    bytes: usize,
     /// The key it was read under, if it came from the table.
     stored_as: Option<Doc>,
     /// The next block's first doc in the table: docs at or past it belong elsewhere.
@@ -997,6 +999,7 @@ impl OpenBlock {
         OpenBlock {
             first: doc,
             docs: vec![doc],
+            bytes: 0,
             stored_as: None,
             upper,
             dirty: true,
@@ -1005,6 +1008,17 @@ impl OpenBlock {
 
     fn holds(&self, doc: Doc) -> bool {
         doc >= self.first && self.upper.is_none_or(|u| doc < u)
+    }
+
+    /// Inserts `doc` at `pos` (after the first doc), keeping `bytes` right.
+    fn insert_at(&mut self, pos: usize, doc: Doc) {
+        let prev = self.docs[pos - 1];
+        self.bytes += gap_len(prev, doc);
+        if let Some(&next) = self.docs.get(pos) {
+            self.bytes = self.bytes + gap_len(doc, next) - gap_len(prev, next);
+        }
+        self.docs.insert(pos, doc);
+        self.dirty = true;
     }
 
     fn flush(self, t: &mut Postings, token: &str) -> Result<()> {
@@ -1039,16 +1053,15 @@ fn open_block_for(t: &Postings, token: &str, doc: Doc) -> Result<(OpenBlock, boo
         let mut docs = Vec::new();
         decode_block(first, &bytes, &mut docs)?;
         let upper = next_block_key(t, token, first)?;
-        return Ok((
-            OpenBlock {
-                first,
-                docs,
-                stored_as: Some(first),
-                upper,
-                dirty: false,
-            },
-            false,
-        ));
+        let block = OpenBlock {
+            first,
+            docs,
+            bytes: bytes.len(),
+            stored_as: Some(first),
+            upper,
+            dirty: false,
+        };
+        return Ok((block, false));
     }
     // Older than every block of the token (or the token is new): as `insert_posting` does,
     // join the first block when the result fits, else start a block of its own.
@@ -1067,24 +1080,24 @@ fn open_block_for(t: &Postings, token: &str, doc: Doc) -> Result<(OpenBlock, boo
     let Some((first, bytes)) = next else {
         return Ok((OpenBlock::fresh(doc, None), true));
     };
-    let mut docs = Vec::new();
-    decode_block(first, &bytes, &mut docs)?;
-    docs.insert(0, doc);
-    if encode_block(&docs).len() <= MAX_BLOCK_BYTES {
-        let upper = next_block_key(t, token, first)?;
-        Ok((
-            OpenBlock {
-                first: doc,
-                docs,
-                stored_as: Some(first),
-                upper,
-                dirty: true,
-            },
-            true,
-        ))
-    } else {
-        Ok((OpenBlock::fresh(doc, Some(first)), true))
+    let merged = bytes.len() + gap_len(doc, first);
+    if merged > MAX_BLOCK_BYTES {
+        return Ok((OpenBlock::fresh(doc, Some(first)), true));
     }
+    let mut docs = vec![doc];
+    let mut rest = Vec::new();
+    decode_block(first, &bytes, &mut rest)?;
+    docs.extend(rest);
+    let upper = next_block_key(t, token, first)?;
+    let block = OpenBlock {
+        first: doc,
+        docs,
+        bytes: merged,
+        stored_as: Some(first),
+        upper,
+        dirty: true,
+    };
+    Ok((block, true))
 }
 
 /// Adds ascending `docs` to `token`'s postings with the block rules of `insert_posting`.
@@ -1108,8 +1121,9 @@ fn insert_postings_sorted(t: &mut Postings, token: &str, docs: &[Doc]) -> Result
                 b
             }
         };
+        // A held block starts at or before `doc`, so `doc` goes after its first doc.
         let pos = match block.docs.binary_search(&doc) {
-            Ok(_) => {
+            Ok(_) | Err(0) => {
                 open = Some(block);
                 continue;
             }
@@ -1118,7 +1132,7 @@ fn insert_postings_sorted(t: &mut Postings, token: &str, docs: &[Doc]) -> Result
         added += 1;
         if pos == block.docs.len() {
             let last = block.docs[block.docs.len() - 1];
-            if encode_block(&block.docs).len() + gap_len(last, doc) > MAX_BLOCK_BYTES {
+            if block.bytes + gap_len(last, doc) > MAX_BLOCK_BYTES {
                 // Newer than a full block: start a new one, so appended blocks stay full.
                 let upper = block.upper;
                 block.flush(t, token)?;
@@ -1126,21 +1140,23 @@ fn insert_postings_sorted(t: &mut Postings, token: &str, docs: &[Doc]) -> Result
                 continue;
             }
         }
-        block.docs.insert(pos, doc);
-        block.dirty = true;
-        if encode_block(&block.docs).len() <= MAX_BLOCK_BYTES {
+        block.insert_at(pos, doc);
+        if block.bytes <= MAX_BLOCK_BYTES {
             open = Some(block);
             continue;
         }
         // Split in half; later (larger) docs most likely land in the right half.
         let right = block.docs.split_off(block.docs.len() / 2);
         let right_first = right[0];
+        let right_bytes = encode_block(&right).len();
+        block.bytes = encode_block(&block.docs).len();
         let upper = block.upper;
         block.upper = Some(right_first);
         block.flush(t, token)?;
         open = Some(OpenBlock {
             first: right_first,
             docs: right,
+            bytes: right_bytes,
             stored_as: None,
             upper,
             dirty: true,
