@@ -25,9 +25,9 @@ use std::pin::Pin;
 use std::time::Instant;
 
 /// Messages per write job.
-const BATCH: usize = 4000;
+const BATCH: usize = 10_000;
 /// Write jobs queued at once (the writer merges what queues during a commit).
-const IN_FLIGHT: usize = 3;
+const IN_FLIGHT: usize = 2;
 const SEED: u64 = 0x005E_ED0F_DA7A_2024;
 const DAY_MS: u64 = 86_400_000;
 /// Our own account in the demo store.
