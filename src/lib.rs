@@ -13,3 +13,4 @@ pub mod mcp;
 pub mod runtime;
 pub mod store;
 pub mod tools;
+pub mod wa;

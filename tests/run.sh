@@ -135,9 +135,10 @@ else
 fi
 
 # ---------------------------------------------------------------- cargo clippy
-section "cargo clippy --all-targets --features test-network -- -D warnings"
+section "cargo clippy (the product with test-network, and fakewa) -- -D warnings"
 t=$SECONDS
-if cargo clippy "${CARGO_FLAGS[@]}" --all-targets --features test-network -- -D warnings; then
+if cargo clippy "${CARGO_FLAGS[@]}" --all-targets --features test-network -- -D warnings &&
+  cargo clippy "${CARGO_FLAGS[@]}" -p fakewa --all-targets -- -D warnings; then
   record PASS "clippy" "$t"
 else
   record FAIL "clippy" "$t"
@@ -145,24 +146,31 @@ else
 fi
 
 # ---------------------------------------------------------------- cargo test
-section "cargo test --features test-network"
-t=$SECONDS
-set +e
-cargo test "${CARGO_FLAGS[@]}" --features test-network 2>&1 | tee "$LOGDIR/cargo-test.log"
-rc=${PIPESTATUS[0]}
-set -e
-# Sum the per-binary "test result: ok. N passed; M failed; ..." lines.
-read -r cp cf < <(awk '/^test result:/ {
-    for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
-  } END { print p + 0, f + 0 }' "$LOGDIR/cargo-test.log")
-TOTAL_PASSED=$((TOTAL_PASSED + cp))
-TOTAL_FAILED=$((TOTAL_FAILED + cf))
-if [ "$rc" = 0 ]; then
-  record PASS "cargo-test($cp passed)" "$t"
-else
-  [ "$cf" -gt 0 ] || TOTAL_FAILED=$((TOTAL_FAILED + 1)) # a build failure counts once
-  record FAIL "cargo-test($cp passed, $cf failed, exit $rc)" "$t"
-fi
+# The product (with the test-only network switches) and fakewa, our WhatsApp server for tests.
+# Both build whatsapp-rust with the same features, so it is compiled once.
+run_cargo_tests() { # label, cargo test arguments...
+  local label=$1 log="$LOGDIR/cargo-test-$1.log"; shift
+  section "cargo test $*"
+  t=$SECONDS
+  set +e
+  cargo test "${CARGO_FLAGS[@]}" "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  # Sum the per-binary "test result: ok. N passed; M failed; ..." lines.
+  read -r cp cf < <(awk '/^test result:/ {
+      for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
+    } END { print p + 0, f + 0 }' "$log")
+  TOTAL_PASSED=$((TOTAL_PASSED + cp))
+  TOTAL_FAILED=$((TOTAL_FAILED + cf))
+  if [ "$rc" = 0 ]; then
+    record PASS "$label($cp passed)" "$t"
+  else
+    [ "$cf" -gt 0 ] || TOTAL_FAILED=$((TOTAL_FAILED + 1)) # a build failure counts once
+    record FAIL "$label($cp passed, $cf failed, exit $rc)" "$t"
+  fi
+}
+run_cargo_tests cargo-test --features test-network
+run_cargo_tests fakewa-test -p fakewa
 
 # ---------------------------------------------------------------- interop
 if [ "${SKIP_INTEROP:-0}" != 1 ]; then

@@ -341,4 +341,93 @@ mod tests {
         assert!(allows_batches("2025-03-26"));
         assert!(!allows_batches("2025-06-18"));
     }
+
+    /// A tool that reports progress twice and then waits until it is cancelled.
+    async fn forever(call: crate::tools::ToolCall) -> crate::tools::ToolResult {
+        call.progress.report(1.0, Some(3.0), Some("started"));
+        call.progress
+            .report(0.5, Some(3.0), Some("a step back is never sent"));
+        call.progress.report(2.0, Some(3.0), None);
+        std::future::pending::<()>().await;
+        crate::tools::ToolResult::text("unreachable")
+    }
+
+    fn dispatcher() -> Dispatcher {
+        let tool = crate::tools::Tool::new(
+            "forever",
+            "waits until cancelled",
+            vec![],
+            crate::tools::Annotations::READ_LOCAL,
+            crate::tool_fn!(forever),
+        );
+        let store = crate::store::Store::open_in_memory().unwrap();
+        let env = crate::tools::ToolEnv {
+            read_only: false,
+            auto_select_contact: false,
+            store,
+        };
+        Dispatcher::new(Registry::with_tools(vec![tool], env))
+    }
+
+    #[test]
+    fn a_cancelled_call_stops_and_sends_no_answer_and_progress_only_increases() {
+        let d = dispatcher();
+        let session = Session::new("s".into(), LATEST_VERSION, None);
+        let (tx, rx) = async_channel::unbounded();
+        let params = json::parse(r#"{"name":"forever","_meta":{"progressToken":"p1"}}"#).unwrap();
+        let id = Id::Int(42);
+        let answer = smol::block_on(async {
+            let call = d.request(&session, &id, "tools/call", Some(&params), Some(tx));
+            let cancel = async {
+                // Cancel once the tool has started (its first progress report arrived).
+                let first = rx.recv().await.unwrap();
+                let cancel = json::parse(r#"{"requestId":42,"reason":"user"}"#).unwrap();
+                d.notify(&session, "notifications/cancelled", Some(&cancel));
+                first
+            };
+            let (answer, first) = futures_lite::future::zip(call, cancel).await;
+            assert_eq!(
+                json::get(&json::get(&first, "params").cloned().unwrap(), "progress")
+                    .and_then(json::as_i64),
+                Some(1)
+            );
+            answer
+        });
+        assert!(answer.is_none(), "a cancelled request gets no answer");
+        let progress: Vec<i64> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|n| {
+                json::get(&n, "params")
+                    .and_then(|p| json::get(p, "progress"))
+                    .and_then(json::as_i64)
+            })
+            .collect();
+        assert_eq!(
+            progress,
+            vec![2],
+            "only increasing progress is sent, and no completion after a cancel"
+        );
+    }
+
+    #[test]
+    fn a_call_without_a_progress_token_reports_nothing() {
+        let d = dispatcher();
+        let session = Session::new("s".into(), LATEST_VERSION, None);
+        let (tx, rx) = async_channel::unbounded();
+        let params = json::parse(r#"{"name":"forever"}"#).unwrap();
+        let id = Id::Str("x".into());
+        smol::block_on(async {
+            let call = d.request(&session, &id, "tools/call", Some(&params), Some(tx));
+            // `zip` polls the call first, so it is registered (and waiting) before this runs.
+            let cancel = async {
+                d.notify(
+                    &session,
+                    "notifications/cancelled",
+                    Some(&json::parse(r#"{"requestId":"x"}"#).unwrap()),
+                );
+            };
+            let (answer, ()) = futures_lite::future::zip(call, cancel).await;
+            assert!(answer.is_none());
+        });
+        assert!(rx.try_recv().is_err());
+    }
 }

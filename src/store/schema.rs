@@ -22,7 +22,8 @@
 //! | `idempotency` | key | record (send issue) |
 //! | `send_log` | sequence | entry (send issue) |
 //!
-//! The search index has its own tables, listed in `search.rs`.
+//! The search index has its own tables, listed in `search.rs`; whatsapp-rust's storage backend
+//! has its own (`wa_*`), listed in `wa/backend.rs`.
 
 use super::{Context, Result, SCHEMA_VERSION, StoreError};
 use redb::{Database, ReadableTable, TableDefinition};
@@ -96,6 +97,7 @@ pub fn init(db: &Database) -> Result<()> {
     txn.open_table(IDEMPOTENCY).ctx("creating idempotency")?;
     txn.open_table(SEND_LOG).ctx("creating send_log")?;
     super::search::create_tables(&txn)?;
+    crate::wa::backend::create_tables(&txn)?;
     txn.commit().ctx("committing the schema")
 }
 

@@ -627,6 +627,15 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry of exactly `tools` (tests of the protocol layer use their own tools).
+    #[cfg(test)]
+    pub(crate) fn with_tools(tools: Vec<Tool>, env: ToolEnv) -> Registry {
+        Registry {
+            tools,
+            env: Arc::new(env),
+        }
+    }
+
     /// The final tool list: the original's 29 plus the new ones.
     pub fn new(env: ToolEnv) -> Registry {
         let mut tools = Vec::new();
