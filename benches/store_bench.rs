@@ -222,6 +222,7 @@ fn main() {
         read_only: true,
         auto_select_contact: false,
         store: store.clone(),
+        engine: None,
     });
 
     // The busiest of the 50 most recently active direct chats (as stored, so that SQLite sees the

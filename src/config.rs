@@ -67,7 +67,20 @@ pub struct Config {
     pub read_only: bool,
     /// Worker threads for the executor (`WORKER_THREADS`, default: the number of CPUs).
     pub worker_threads: usize,
+    /// `WA_PROXY`: an `http://` or `socks5://` proxy for WhatsApp traffic (validated form).
+    pub wa_proxy: Option<String>,
+    /// `WA_PUSH_NAME`: the name the linked device shows (default `whatsapp-mcp-stream`).
+    pub wa_push_name: String,
+    /// `WA_WEB_VERSION`: the WhatsApp Web version to announce, `MAJOR.MINOR.PATCH`.
+    pub wa_web_version: Option<(u32, u32, u32)>,
+    /// `WA_WS_URL` (test-network builds only): the WebSocket URL instead of WhatsApp Web's.
+    pub wa_ws_url: Option<String>,
+    /// `WA_TEST_CA` (test-network builds only): a PEM CA trusted on top of the web roots.
+    pub wa_test_ca: Option<PathBuf>,
 }
+
+/// The push name a linked device shows when `WA_PUSH_NAME` is unset.
+pub const DEFAULT_PUSH_NAME: &str = "whatsapp-mcp-stream";
 
 /// A configuration error: the message names the flag or variable and the accepted form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +142,10 @@ ENVIRONMENT:
     MCP_SSE_KEEPALIVE_SECS          seconds between keepalive comments on SSE streams (default 15)
     READ_ONLY                       1/true: remove the send tools
     WORKER_THREADS                  executor threads (default: number of CPUs)
+    WA_PROXY                        proxy for WhatsApp traffic: http://[user:pass@]host:port or
+                                    socks5://[user:pass@]host:port
+    WA_PUSH_NAME                    the name this linked device shows (default whatsapp-mcp-stream)
+    WA_WEB_VERSION                  WhatsApp Web version to announce, e.g. 2.3000.1027934701
     RUST_LOG                        log level: error, warn, info (default), debug, trace
 ";
 
@@ -309,6 +326,29 @@ impl Config {
             .map(|n| n.get())
             .unwrap_or(2) as u64;
         let worker_threads = parse_number(&get, "WORKER_THREADS", cpus, 1, 256)? as usize;
+        let wa_proxy = match get("WA_PROXY") {
+            Some(p) => Some(parse_proxy(&p)?),
+            None => None,
+        };
+        let wa_push_name = get("WA_PUSH_NAME").unwrap_or_else(|| DEFAULT_PUSH_NAME.to_string());
+        let wa_web_version = match get("WA_WEB_VERSION") {
+            Some(v) => Some(parse_version(&v)?),
+            None => None,
+        };
+        let wa_ws_url = get("WA_WS_URL");
+        let wa_test_ca = get("WA_TEST_CA").map(PathBuf::from);
+        if !cfg!(feature = "test-network") {
+            for (var, set) in [
+                ("WA_WS_URL", wa_ws_url.is_some()),
+                ("WA_TEST_CA", wa_test_ca.is_some()),
+            ] {
+                if set {
+                    return Err(ConfigError(format!(
+                        "{var} is a test-only switch: this build has no test-network feature; unset {var}"
+                    )));
+                }
+            }
+        }
 
         Ok(Config {
             command,
@@ -330,12 +370,48 @@ impl Config {
             sse_keepalive_secs,
             read_only,
             worker_threads,
+            wa_proxy,
+            wa_push_name,
+            wa_web_version,
+            wa_ws_url,
+            wa_test_ca,
         })
     }
 
     /// The path of the generated access token.
     pub fn token_path(&self) -> PathBuf {
         self.data_dir.join("access_token")
+    }
+}
+
+/// `WA_PROXY`: `http://` or `socks5://` (also `socks5h://`), a host and a port.
+fn parse_proxy(raw: &str) -> Result<String, ConfigError> {
+    let bad = || {
+        ConfigError(format!(
+            "WA_PROXY={raw:?} is not valid; use http://[user:pass@]host:port or socks5://[user:pass@]host:port"
+        ))
+    };
+    let (scheme, rest) = raw.split_once("://").ok_or_else(bad)?;
+    if !["http", "socks5", "socks5h"].contains(&scheme.to_ascii_lowercase().as_str()) {
+        return Err(bad());
+    }
+    let authority = rest.trim_end_matches('/');
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = host_port.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || host.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad());
+    }
+    Ok(raw.to_string())
+}
+
+/// `WA_WEB_VERSION`: three dot-separated numbers.
+fn parse_version(raw: &str) -> Result<(u32, u32, u32), ConfigError> {
+    let parts: Vec<Option<u32>> = raw.split('.').map(|p| p.parse().ok()).collect();
+    match parts.as_slice() {
+        [Some(a), Some(b), Some(c)] => Ok((*a, *b, *c)),
+        _ => Err(ConfigError(format!(
+            "WA_WEB_VERSION={raw:?} is not valid; use MAJOR.MINOR.PATCH such as 2.3000.1027934701"
+        ))),
     }
 }
 
@@ -671,5 +747,37 @@ mod tests {
         let c = parse(&[], &[("ALLOWED_HOSTS", "Pi.Local:3003, 192.168.1.20 ,*")]).unwrap();
         assert_eq!(c.allowed_hosts, vec!["pi.local", "192.168.1.20"]);
         assert!(c.allow_any_host);
+    }
+
+    #[test]
+    fn whatsapp_variables() {
+        let c = parse(&[], &[]).unwrap();
+        assert_eq!(c.wa_push_name, DEFAULT_PUSH_NAME);
+        assert_eq!(c.wa_proxy, None);
+        let c = parse(
+            &[],
+            &[
+                ("WA_PROXY", "socks5://u:p@proxy.lan:1080"),
+                ("WA_PUSH_NAME", "office"),
+                ("WA_WEB_VERSION", "2.3000.1027934701"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.wa_proxy.as_deref(), Some("socks5://u:p@proxy.lan:1080"));
+        assert_eq!(c.wa_push_name, "office");
+        assert_eq!(c.wa_web_version, Some((2, 3000, 1027934701)));
+        for bad in ["ftp://x:1", "http://host", "socks5://:80", "http://h:0"] {
+            let e = parse(&[], &[("WA_PROXY", bad)]).unwrap_err();
+            assert!(e.0.contains("WA_PROXY"), "{bad}: {e}");
+        }
+        let e = parse(&[], &[("WA_WEB_VERSION", "2.3000")]).unwrap_err();
+        assert!(e.0.contains("WA_WEB_VERSION"), "{e}");
+        let ws = parse(&[], &[("WA_WS_URL", "ws://127.0.0.1:1/ws/chat")]);
+        if cfg!(feature = "test-network") {
+            assert!(ws.is_ok());
+        } else {
+            let e = ws.unwrap_err();
+            assert!(e.0.contains("test-only"), "{e}");
+        }
     }
 }

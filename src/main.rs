@@ -3,7 +3,7 @@
 //! Owns: the order things start in and the exit codes (0 fine, 1 runtime failure, 2 bad
 //! configuration). Must not: hold logic that belongs to a module.
 
-use whatsapp_mcp_stream::{config, http, mcp, runtime, store, tools};
+use whatsapp_mcp_stream::{config, http, mcp, runtime, store, tools, wa};
 
 use config::{Command, Config, Transport};
 use std::process::ExitCode;
@@ -116,10 +116,23 @@ fn print_token(config: &Config) -> Result<(), Failure> {
 
 fn serve(config: Config) -> Result<(), Failure> {
     let store = open_store(&config)?;
+    // Starting only spawns: WhatsApp never holds up MCP or the admin page.
+    let engine = wa::engine::Engine::start(
+        store.clone(),
+        wa::engine::EngineConfig {
+            ws_url: config.wa_ws_url.clone(),
+            proxy: config.wa_proxy.clone(),
+            extra_ca: config.wa_test_ca.clone(),
+            version: config.wa_web_version,
+            push_name: config.wa_push_name.clone(),
+        },
+    )
+    .map_err(Failure::Fatal)?;
     let registry = tools::Registry::new(tools::ToolEnv {
         read_only: config.read_only,
         auto_select_contact: config.auto_select_contact,
         store,
+        engine: Some(engine.clone()),
     });
     let dispatcher = Arc::new(mcp::dispatch::Dispatcher::new(registry));
     let threads = config.worker_threads;
@@ -142,7 +155,7 @@ fn serve(config: Config) -> Result<(), Failure> {
     };
     let listen = config.listen;
     let token_required = auth.token_required();
-    let app = Arc::new(http::App::new(config, auth, mcp_http));
+    let app = Arc::new(http::App::new(config, auth, mcp_http, Some(engine)));
     runtime::block_on(threads, async move {
         let listener = smol::net::TcpListener::bind(listen).await.map_err(|e| {
             format!("cannot listen on {listen}: {e}; is another server using the port? choose another with --listen or LISTEN")

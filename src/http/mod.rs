@@ -21,16 +21,24 @@ pub struct App {
     pub auth: auth::Auth,
     pub mcp: McpHttp,
     pub started: Instant,
+    /// The WhatsApp engine, for `/api/status` and `/healthz`.
+    pub engine: Option<crate::wa::engine::Engine>,
     connections: AtomicUsize,
 }
 
 impl App {
-    pub fn new(config: Config, auth: auth::Auth, mcp: McpHttp) -> App {
+    pub fn new(
+        config: Config,
+        auth: auth::Auth,
+        mcp: McpHttp,
+        engine: Option<crate::wa::engine::Engine>,
+    ) -> App {
         App {
             config,
             auth,
             mcp,
             started: Instant::now(),
+            engine,
             connections: AtomicUsize::new(0),
         }
     }

@@ -124,16 +124,27 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// `/api/status`: the original's keys. WhatsApp is not wired in yet, so the device is unlinked.
+/// `/api/status`: the original's keys, from the WhatsApp engine.
 fn status(app: &App) -> Response {
+    let snap = app.engine.as_ref().map(|e| e.snapshot());
+    let state = snap.as_ref().map_or("unlinked", |s| s.state.name());
+    let connected = state == "connected";
+    let authenticated = snap.as_ref().is_some_and(|s| s.own_jid.is_some());
     reply::json(
         200,
         &json::obj([
-            ("authenticated", json::bool(false)),
-            ("ready", json::bool(false)),
-            ("state", json::s("unlinked")),
-            ("qrAvailable", json::bool(false)),
-            ("ownJid", json::Value::Null),
+            ("authenticated", json::bool(authenticated)),
+            ("ready", json::bool(connected)),
+            ("state", json::s(state)),
+            (
+                "qrAvailable",
+                json::bool(snap.as_ref().is_some_and(|s| s.qr.is_some())),
+            ),
+            (
+                "ownJid",
+                snap.and_then(|s| s.own_jid)
+                    .map_or(json::Value::Null, json::s),
+            ),
             ("mcpSessions", json::int(app.mcp.sessions.len() as i64)),
             (
                 "uptimeMs",

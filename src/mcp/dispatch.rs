@@ -365,6 +365,7 @@ mod tests {
             read_only: false,
             auto_select_contact: false,
             store,
+            engine: None,
         };
         Dispatcher::new(Registry::with_tools(vec![tool], env))
     }

@@ -1,11 +1,14 @@
 //! Auth tools: `get_qr_code`, `check_auth_status`, `logout`, `force_resync`, and the new
 //! `request_pairing_code`.
 //!
-//! Owns: the tools that link, inspect, resync and unlink the WhatsApp account. Must not: talk to
-//! WhatsApp directly or touch the store; it asks the WhatsApp engine (not built yet, so every tool
-//! here is a stub that says so).
+//! Owns: the tools that link, inspect, resync and unlink the WhatsApp account, and rendering the
+//! QR payload as a PNG (qrcodegen for the matrix, the `png` crate for the encoding). Must not:
+//! talk to WhatsApp directly or touch the store; it asks the engine facade
+//! (`crate::wa::engine`), which speaks plain data.
 
-use super::{Annotations, Param, Tool};
+use super::{Annotations, Content, Param, Tool, ToolCall, ToolResult};
+use crate::wa::engine::{Engine, EngineState, Snapshot};
+use base64::Engine as _;
 
 pub fn tools() -> Vec<Tool> {
     vec![
@@ -20,10 +23,7 @@ pub fn tools() -> Vec<Tool> {
              request_pairing_code.",
             vec![],
             Annotations::READ_LOCAL,
-            crate::not_yet!(
-                "get_qr_code",
-                "the WhatsApp engine to produce a QR code (not built yet)"
-            ),
+            crate::tool_fn!(get_qr_code),
         ),
         Tool::new(
             "check_auth_status",
@@ -33,7 +33,7 @@ pub fn tools() -> Vec<Tool> {
              Call it before sending, or after linking to confirm that linking worked.",
             vec![],
             Annotations::READ_LOCAL,
-            crate::not_yet!("check_auth_status", "the WhatsApp engine (not built yet)"),
+            crate::tool_fn!(check_auth_status),
         ),
         Tool::new(
             "logout",
@@ -52,10 +52,7 @@ pub fn tools() -> Vec<Tool> {
                 idempotent: true,
                 open_world: false,
             },
-            crate::not_yet!(
-                "logout",
-                "a linked WhatsApp account (the WhatsApp engine is not built yet)"
-            ),
+            crate::tool_fn!(logout),
         ),
         Tool::new(
             "force_resync",
@@ -96,10 +93,221 @@ pub fn tools() -> Vec<Tool> {
                 idempotent: false,
                 open_world: true,
             },
-            crate::not_yet!(
-                "request_pairing_code",
-                "the WhatsApp engine (not built yet)"
-            ),
+            crate::tool_fn!(request_pairing_code),
         ),
     ]
+}
+
+/// Pixels per QR module in the PNG.
+const QR_SCALE: usize = 8;
+/// The quiet zone around the code, in modules (the standard asks for 4).
+const QR_BORDER: usize = 4;
+
+fn engine(call: &ToolCall) -> Result<&Engine, ToolResult> {
+    call.env
+        .engine
+        .as_ref()
+        .ok_or_else(|| ToolResult::error("the WhatsApp engine is not running in this process"))
+}
+
+/// What to do next in each state.
+fn next_step(snap: &Snapshot) -> &'static str {
+    match snap.state {
+        EngineState::Unlinked => {
+            "No account is linked and no QR code is ready yet; call get_qr_code again in a few \
+             seconds, or link by number with request_pairing_code."
+        }
+        EngineState::WaitingForQr => {
+            "Call get_qr_code and scan it on the phone (WhatsApp > Settings > Linked devices > \
+             Link a device), or use request_pairing_code."
+        }
+        EngineState::Pairing => {
+            "Type the pair code on the phone (Linked devices > Link a device > Link with phone \
+             number instead), then call check_auth_status again."
+        }
+        EngineState::Connecting => {
+            "The account is linked and the connection is being set up; call check_auth_status \
+             again shortly."
+        }
+        EngineState::Connected => "Ready: the tools that talk to WhatsApp can be used.",
+        EngineState::LoggedOut => {
+            "WhatsApp ended the link; call get_qr_code or request_pairing_code to link again."
+        }
+        EngineState::Banned => "WhatsApp has banned this account; nothing can be sent or linked.",
+    }
+}
+
+async fn check_auth_status(call: ToolCall) -> ToolResult {
+    let engine = match engine(&call) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let snap = engine.snapshot();
+    let mut text = format!("state: {}\n", snap.state.name());
+    if let Some(number) = snap.own_number() {
+        text.push_str(&format!("number: +{number}\n"));
+    }
+    if let Some(jid) = &snap.own_jid {
+        text.push_str(&format!("jid: {jid}\n"));
+    }
+    if let Some(err) = &snap.last_error {
+        text.push_str(&format!("last error: {err}\n"));
+    }
+    text.push_str(&format!("next: {}", next_step(&snap)));
+    ToolResult::text(text)
+}
+
+async fn get_qr_code(call: ToolCall) -> ToolResult {
+    let engine = match engine(&call) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let snap = engine.snapshot();
+    match snap.state {
+        EngineState::Connected | EngineState::Connecting => {
+            return ToolResult::text(format!(
+                "Already linked to +{} (state: {}); no QR code is needed. Call logout first to \
+                 link another account.",
+                snap.own_number().unwrap_or_else(|| "unknown".into()),
+                snap.state.name()
+            ));
+        }
+        EngineState::LoggedOut => {
+            engine.relink();
+            return ToolResult::text(
+                "No QR code yet: WhatsApp ended the previous link (state: logged_out). A new \
+                 device is being prepared; call get_qr_code again in a few seconds.",
+            );
+        }
+        EngineState::Banned => {
+            return ToolResult::error(
+                "No QR code: WhatsApp has banned this account (state: banned).",
+            );
+        }
+        _ => {}
+    }
+    let Some(qr) = snap.qr else {
+        return ToolResult::text(format!(
+            "No QR code yet (state: {}): the connection to WhatsApp is still starting{}. Call \
+             get_qr_code again in a few seconds.",
+            snap.state.name(),
+            snap.last_error
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default()
+        ));
+    };
+    let png = match qr_png(&qr) {
+        Ok(p) => p,
+        Err(e) => return ToolResult::error(format!("could not render the QR code: {e}")),
+    };
+    ToolResult {
+        content: vec![
+            Content::Image {
+                data_base64: base64::engine::general_purpose::STANDARD.encode(png),
+                mime_type: "image/png".into(),
+            },
+            Content::Text(qr),
+        ],
+        is_error: false,
+    }
+}
+
+/// Renders `payload` as a black-on-white PNG (8-bit grayscale).
+pub(crate) fn qr_png(payload: &str) -> Result<Vec<u8>, String> {
+    use qrcodegen::{QrCode, QrCodeEcc};
+    let qr = QrCode::encode_text(payload, QrCodeEcc::Medium).map_err(|e| e.to_string())?;
+    let modules = qr.size() as usize + 2 * QR_BORDER;
+    let side = modules * QR_SCALE;
+    let mut pixels = vec![255u8; side * side];
+    for y in 0..side {
+        for x in 0..side {
+            let mx = (x / QR_SCALE) as i32 - QR_BORDER as i32;
+            let my = (y / QR_SCALE) as i32 - QR_BORDER as i32;
+            if qr.get_module(mx, my) {
+                pixels[y * side + x] = 0;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, side as u32, side as u32);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+    writer
+        .write_image_data(&pixels)
+        .map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+async fn request_pairing_code(call: ToolCall) -> ToolResult {
+    let engine = match engine(&call) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let phone = call
+        .args
+        .str("phone_number")
+        .unwrap_or_default()
+        .to_string();
+    match engine.request_pairing_code(&phone).await {
+        Ok(p) => ToolResult::json(&crate::json::obj([
+            ("code", crate::json::s(p.code)),
+            ("expires_at", crate::json::int(p.expires_at)),
+        ])),
+        Err(e) => ToolResult::error(e),
+    }
+}
+
+async fn logout(call: ToolCall) -> ToolResult {
+    // idempotency_key is accepted; a repeated logout is harmless either way (it finds nothing
+    // linked the second time).
+    let engine = match engine(&call) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    match engine.logout().await {
+        Ok(true) => ToolResult::text(
+            "Logged out: the device was unlinked from the WhatsApp account and the local keys \
+             were deleted; stored chats and messages are kept. Link again with get_qr_code or \
+             request_pairing_code.",
+        ),
+        Ok(false) => ToolResult::text(format!(
+            "No account was linked (state: {}); nothing to log out.",
+            engine.snapshot().state.name()
+        )),
+        Err(e) => ToolResult::error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn qr_png_is_a_png() {
+        let png = super::qr_png("2@abc,def,ghi,jkl,1").unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    }
+
+    #[test]
+    fn qr_png_pixels_are_the_modules() {
+        let payload = "2@abc,def,ghi,jkl,1";
+        let qr = qrcodegen::QrCode::encode_text(payload, qrcodegen::QrCodeEcc::Medium).unwrap();
+        let png = super::qr_png(payload).unwrap();
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        let side = (qr.size() as usize + 2 * super::QR_BORDER) * super::QR_SCALE;
+        assert_eq!((info.width as usize, info.height as usize), (side, side));
+        for my in 0..qr.size() {
+            for mx in 0..qr.size() {
+                let x = (mx as usize + super::QR_BORDER) * super::QR_SCALE + super::QR_SCALE / 2;
+                let y = (my as usize + super::QR_BORDER) * super::QR_SCALE + super::QR_SCALE / 2;
+                let dark = buf[y * side + x] == 0;
+                assert_eq!(dark, qr.get_module(mx, my), "module {mx},{my}");
+            }
+        }
+        assert_eq!(buf[0], 255, "the quiet zone is white");
+    }
 }

@@ -388,6 +388,8 @@ pub struct ToolEnv {
     pub auto_select_contact: bool,
     /// Everything the app knows.
     pub store: crate::store::Store,
+    /// The WhatsApp engine; `None` where none runs (unit tests, benches).
+    pub engine: Option<crate::wa::engine::Engine>,
 }
 
 /// One call in flight: arguments plus the environment and a progress reporter.

@@ -162,6 +162,7 @@ fn registry(store: Store, auto_select_contact: bool) -> Registry {
         read_only: false,
         auto_select_contact,
         store,
+        engine: None,
     })
 }
 

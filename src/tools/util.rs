@@ -90,6 +90,7 @@ mod tests {
             read_only,
             auto_select_contact: false,
             store,
+            engine: None,
         })
     }
 
@@ -388,13 +389,38 @@ mod tests {
         "get_last_interaction",
     ];
 
+    /// The auth tools answered by the WhatsApp engine (tested end to end in
+    /// `tests/engine_fakewa.rs`).
+    const FROM_ENGINE: [&str; 4] = [
+        "get_qr_code",
+        "check_auth_status",
+        "logout",
+        "request_pairing_code",
+    ];
+
+    #[test]
+    fn engine_tools_without_an_engine_say_so() {
+        let reg = registry(false);
+        for name in FROM_ENGINE {
+            let mut args = Object::new();
+            if name == "request_pairing_code" {
+                args.insert("phone_number".into(), json::s("447700900123"));
+            }
+            let result =
+                smol::block_on(reg.call(name, Some(&Value::Object(args)), Arc::new(NoProgress)))
+                    .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert!(result.is_error, "{name}");
+            let text = json::to_string(&result.to_value());
+            assert!(text.contains("engine is not running"), "{name}: {text}");
+        }
+    }
+
     #[test]
     fn every_stub_answers_not_available_under_its_own_name() {
         let reg = registry(false);
-        for t in reg
-            .listed()
-            .filter(|t| t.name != "ping" && !FROM_STORE.contains(&t.name))
-        {
+        for t in reg.listed().filter(|t| {
+            t.name != "ping" && !FROM_STORE.contains(&t.name) && !FROM_ENGINE.contains(&t.name)
+        }) {
             let mut args = Object::new();
             for p in t.params.iter().filter(|p| p.required) {
                 args.insert(p.name.to_string(), json::s("x"));

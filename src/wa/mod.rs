@@ -5,11 +5,12 @@
 //! (`transport`), the ureq-backed `HttpClient` (`http_client`), and the storage `Backend` on the
 //! app's redb store (`backend`).
 //!
-//! Must not: leak whatsapp-rust types to the rest of the app (later, a narrow engine facade is the
-//! app's only entry point); pull in tokio (`cargo tree -e normal -i tokio` must find nothing);
+//! Must not: leak whatsapp-rust types to the rest of the app (`engine` is the app's only entry
+//! point, and it speaks plain data); pull in tokio (`cargo tree -e normal -i tokio` must find nothing);
 //! skip TLS verification (the `test-network` feature only adds a trusted test CA).
 
 pub mod backend;
+pub mod engine;
 pub mod http_client;
 pub mod runtime;
 pub mod transport;

@@ -54,7 +54,11 @@ impl Server {
     }
 
     pub fn start_on(listen: &str, env: &[(&str, &str)]) -> Server {
-        let data = TempDir::new("srv");
+        Server::start_in(listen, TempDir::new("srv"), env)
+    }
+
+    /// Starts the server over an existing data dir (a restart keeps the store).
+    pub fn start_in(listen: &str, data: TempDir, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.arg("--listen")
             .arg(listen)
@@ -63,6 +67,11 @@ impl Server {
         cmd.env_remove("ACCESS_TOKEN")
             .env_remove("ALLOWED_HOSTS")
             .env("RUST_LOG", "info");
+        // Keep test servers off the real WhatsApp: a closed local port unless a test says
+        // otherwise (only test-network builds accept WA_WS_URL).
+        if cfg!(feature = "test-network") {
+            cmd.env("WA_WS_URL", "ws://127.0.0.1:9/ws/chat");
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -152,6 +161,15 @@ impl Server {
                 Err(_) => panic!("no log line with {needle:?}"),
             }
         }
+    }
+}
+
+impl Server {
+    /// Stops the process and hands back its data dir.
+    pub fn stop(mut self) -> TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.data, TempDir(PathBuf::new()))
     }
 }
 

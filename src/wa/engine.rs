@@ -1,0 +1,527 @@
+//! The engine facade: the one door from the app into WhatsApp.
+//!
+//! Owns: starting the whatsapp-rust `Bot` on our smol runtime with the smol/rustls transport, the
+//! ureq HTTP client and the redb backend; a supervisor task that rebuilds the client when its run
+//! loop ends (after a logout a fresh device is built over the cleared keys); the link state as
+//! plain data ([`EngineState`], [`Snapshot`]): the current QR payload, the pair code, the own JID
+//! and the last error; linking by phone number and logout.
+//!
+//! Must not: block its caller (starting only spawns; a failed connection is retried in the
+//! background by the client's own run loop, and a client that cannot be built is retried by the
+//! supervisor with a backoff); hand whatsapp-rust types to the rest of the app.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use whatsapp_rust::Client;
+use whatsapp_rust::bot::Bot;
+use whatsapp_rust::pair_code::PairCodeOptions;
+use whatsapp_rust::types::events::Event;
+
+use super::backend::RedbBackend;
+use super::http_client::{HttpClientConfig, WaHttpClient};
+use super::runtime::SmolRuntime;
+use super::transport::{TransportConfig, WaTransportFactory};
+use crate::store::Store;
+
+/// The version announced when none is configured, so linking never waits on the `sw.js` fetch.
+pub const DEFAULT_VERSION: (u32, u32, u32) = (2, 3000, 0);
+/// How long a pair code is valid (WhatsApp's own figure, about three minutes).
+const PAIR_CODE_VALIDITY: Duration = Duration::from_secs(180);
+/// How long `logout` waits for the keys to be cleared.
+const LOGOUT_WAIT: Duration = Duration::from_secs(20);
+
+/// How the engine reaches WhatsApp.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The WebSocket URL (`WA_WS_URL`, test-network builds only); `None` is WhatsApp Web.
+    pub ws_url: Option<String>,
+    /// `WA_PROXY`.
+    pub proxy: Option<String>,
+    /// `WA_TEST_CA` (test-network builds only).
+    pub extra_ca: Option<std::path::PathBuf>,
+    /// `WA_WEB_VERSION`; `None` announces [`DEFAULT_VERSION`].
+    pub version: Option<(u32, u32, u32)>,
+    /// `WA_PUSH_NAME`.
+    pub push_name: String,
+}
+
+/// Where the link to WhatsApp stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineState {
+    /// No account linked and no code to show yet.
+    Unlinked,
+    /// A QR code is ready to scan.
+    WaitingForQr,
+    /// A pair code was issued; waiting for the phone to confirm it.
+    Pairing,
+    /// Linked; connecting or reconnecting.
+    Connecting,
+    Connected,
+    /// WhatsApp ended the link (from the phone, or the account was removed); keys are cleared.
+    LoggedOut,
+    /// WhatsApp banned the account (temporarily or for good).
+    Banned,
+}
+
+impl EngineState {
+    /// The name used in `state: <name>` and `/api/status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineState::Unlinked => "unlinked",
+            EngineState::WaitingForQr => "waiting_for_qr",
+            EngineState::Pairing => "pairing",
+            EngineState::Connecting => "connecting",
+            EngineState::Connected => "connected",
+            EngineState::LoggedOut => "logged_out",
+            EngineState::Banned => "banned",
+        }
+    }
+}
+
+/// A pair code to type on the phone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairCode {
+    pub code: String,
+    /// Epoch milliseconds.
+    pub expires_at: i64,
+}
+
+/// The engine's state as plain data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub state: EngineState,
+    /// The raw payload of the current QR code.
+    pub qr: Option<String>,
+    pub pair_code: Option<PairCode>,
+    /// The linked device's JID (`number:device@s.whatsapp.net`), once known.
+    pub own_jid: Option<String>,
+    pub last_error: Option<String>,
+}
+
+impl Snapshot {
+    /// The account's phone number (the user part of the own JID, without the device).
+    pub fn own_number(&self) -> Option<String> {
+        let jid = self.own_jid.as_deref()?;
+        let user = jid.split('@').next()?;
+        Some(user.split(':').next().unwrap_or(user).to_string())
+    }
+}
+
+/// Who ended the link, as seen by the supervisor when the client's run loop ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Our `logout`.
+    Local,
+    /// WhatsApp's side (unlink from the phone, account removed).
+    Remote,
+}
+
+struct Shared {
+    snap: Snapshot,
+    ended: Option<Ended>,
+    /// Counts the times the keys were cleared after a logout.
+    clears: u64,
+}
+
+struct Inner {
+    config: EngineConfig,
+    backend: Arc<RedbBackend>,
+    shared: Mutex<Shared>,
+    client: Mutex<Option<Arc<Client>>>,
+    /// Wakes a supervisor that waits after a remote logout (someone asked to link again).
+    relink_tx: async_channel::Sender<()>,
+    relink_rx: async_channel::Receiver<()>,
+}
+
+/// The engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Engine {
+    /// Checks the configuration (URL, proxy, CA file) and starts the supervisor in the
+    /// background. Never waits for WhatsApp.
+    pub fn start(store: Store, config: EngineConfig) -> Result<Engine, String> {
+        // Fail early on a bad URL, proxy or CA file; the supervisor rebuilds these per client.
+        transport_factory(&config)?;
+        http_client(&config)?;
+        let (relink_tx, relink_rx) = async_channel::bounded(1);
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                config,
+                backend: Arc::new(RedbBackend::new(store)),
+                shared: Mutex::new(Shared {
+                    snap: Snapshot {
+                        state: EngineState::Unlinked,
+                        qr: None,
+                        pair_code: None,
+                        own_jid: None,
+                        last_error: None,
+                    },
+                    ended: None,
+                    clears: 0,
+                }),
+                client: Mutex::new(None),
+                relink_tx,
+                relink_rx,
+            }),
+        };
+        let supervisor = engine.clone();
+        crate::runtime::spawn(async move { supervisor.supervise().await }).detach();
+        Ok(engine)
+    }
+
+    /// The current state.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snap = lock(&self.inner.shared).snap.clone();
+        if snap
+            .pair_code
+            .as_ref()
+            .is_some_and(|p| p.expires_at <= now_ms())
+        {
+            snap.pair_code = None;
+        }
+        snap
+    }
+
+    /// Asks a supervisor that stopped after a remote logout to build a new device (a new QR).
+    pub fn relink(&self) {
+        let _ = self.inner.relink_tx.try_send(());
+    }
+
+    /// Starts linking by phone number; returns the code to type on the phone.
+    pub async fn request_pairing_code(&self, phone: &str) -> Result<PairCode, String> {
+        let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+        if digits.len() < 7 || digits.len() > 15 {
+            return Err(format!(
+                "{phone:?} is not a phone number in international form; give the country code and \
+                 number, e.g. 447700900123"
+            ));
+        }
+        let snap = self.snapshot();
+        match snap.state {
+            EngineState::Connected | EngineState::Connecting => {
+                return Err(format!(
+                    "an account is already linked ({}); call logout first to link another",
+                    snap.own_number().unwrap_or_else(|| "number unknown".into())
+                ));
+            }
+            EngineState::LoggedOut => {
+                self.relink();
+                return Err(
+                    "the previous link was ended by WhatsApp; a new device is being \
+                     prepared, call request_pairing_code again in a few seconds"
+                        .into(),
+                );
+            }
+            EngineState::Banned => {
+                return Err("WhatsApp has banned this account; linking is not possible".into());
+            }
+            _ => {}
+        }
+        let client = lock(&self.inner.client)
+            .clone()
+            .ok_or("the WhatsApp connection is still starting; try again in a few seconds")?;
+        let options = PairCodeOptions {
+            phone_number: digits,
+            ..PairCodeOptions::default()
+        };
+        let code = client
+            .pair_with_code(options)
+            .await
+            .map_err(|e| format!("WhatsApp did not issue a pair code: {e}"))?;
+        let pair = PairCode {
+            code,
+            expires_at: now_ms() + PAIR_CODE_VALIDITY.as_millis() as i64,
+        };
+        let mut shared = lock(&self.inner.shared);
+        shared.snap.pair_code = Some(pair.clone());
+        shared.snap.state = EngineState::Pairing;
+        Ok(pair)
+    }
+
+    /// Unlinks the device on WhatsApp's side, then clears the keys (history stays). Returns
+    /// false when no account was linked.
+    pub async fn logout(&self) -> Result<bool, String> {
+        let client = lock(&self.inner.client).clone();
+        let linked = client.as_ref().is_some_and(|c| c.pn().is_some());
+        let Some(client) = client.filter(|_| linked) else {
+            return Ok(false);
+        };
+        let clears = {
+            let mut shared = lock(&self.inner.shared);
+            shared.ended = Some(Ended::Local);
+            shared.clears
+        };
+        client.logout().await;
+        let deadline = std::time::Instant::now() + LOGOUT_WAIT;
+        while lock(&self.inner.shared).clears == clears {
+            if std::time::Instant::now() >= deadline {
+                return Err(
+                    "the device was unlinked but clearing the local keys did not finish \
+                     in time; check the server log"
+                        .into(),
+                );
+            }
+            async_io::Timer::after(Duration::from_millis(50)).await;
+        }
+        Ok(true)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Shared)) {
+        f(&mut lock(&self.inner.shared));
+    }
+
+    /// Builds, runs and rebuilds clients forever.
+    async fn supervise(self) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let bot = match self.build_bot().await {
+                Ok(bot) => bot,
+                Err(e) => {
+                    log::warn!("whatsapp: cannot start the client: {e}; retrying in {backoff:?}");
+                    self.update(|s| s.snap.last_error = Some(e));
+                    async_io::Timer::after(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    continue;
+                }
+            };
+            let handle = bot.spawn();
+            let client = handle.client();
+            let own = client.pn().map(|j| j.to_string());
+            self.update(|s| {
+                s.ended = None;
+                s.snap.qr = None;
+                s.snap.pair_code = None;
+                s.snap.state = if own.is_some() {
+                    EngineState::Connecting
+                } else {
+                    EngineState::Unlinked
+                };
+                s.snap.own_jid = own;
+            });
+            *lock(&self.inner.client) = Some(client);
+            handle.await;
+            *lock(&self.inner.client) = None;
+            let ended = lock(&self.inner.shared).ended.take();
+            match ended {
+                Some(who) => {
+                    log::info!("whatsapp: logged out ({who:?}); clearing the keys");
+                    if let Err(e) = self.inner.backend.clear().await {
+                        log::error!("whatsapp: clearing the keys failed: {e}");
+                        self.update(|s| s.snap.last_error = Some(format!("clearing keys: {e}")));
+                    }
+                    self.update(|s| {
+                        s.clears += 1;
+                        s.snap.own_jid = None;
+                        s.snap.qr = None;
+                        s.snap.pair_code = None;
+                        s.snap.state = match who {
+                            Ended::Local => EngineState::Unlinked,
+                            Ended::Remote => EngineState::LoggedOut,
+                        };
+                    });
+                    backoff = Duration::from_secs(1);
+                    if who == Ended::Remote {
+                        // No new pairing until someone asks for it.
+                        let _ = self.inner.relink_rx.recv().await;
+                    }
+                }
+                None => {
+                    log::info!("whatsapp: the client stopped; restarting in {backoff:?}");
+                    async_io::Timer::after(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+
+    async fn build_bot(&self) -> Result<Bot, String> {
+        let config = &self.inner.config;
+        let events = self.clone();
+        Bot::builder()
+            .with_backend_arc(self.inner.backend.clone())
+            .with_transport_factory(transport_factory(config)?)
+            .with_http_client(http_client(config)?)
+            .with_runtime(SmolRuntime)
+            .with_version(config.version.unwrap_or(DEFAULT_VERSION))
+            .with_push_name(config.push_name.clone())
+            .on_event(move |ev, client| {
+                events.on_event(&ev, &client);
+                async {}
+            })
+            .build()
+            .await
+            .map_err(|e| format!("building the WhatsApp client: {e}"))
+    }
+
+    fn on_event(&self, ev: &Event, client: &Arc<Client>) {
+        match ev {
+            Event::PairingQrCode(q) => self.update(|s| {
+                s.snap.qr = Some(q.code.clone());
+                if s.snap.state != EngineState::Pairing {
+                    s.snap.state = EngineState::WaitingForQr;
+                }
+            }),
+            Event::PairingCode(p) => self.update(|s| {
+                s.snap.pair_code = Some(PairCode {
+                    code: p.code.clone(),
+                    expires_at: now_ms() + p.timeout.as_millis() as i64,
+                });
+                s.snap.state = EngineState::Pairing;
+            }),
+            Event::PairSuccess(p) => self.update(|s| {
+                s.snap.qr = None;
+                s.snap.pair_code = None;
+                s.snap.own_jid = Some(p.id.to_string());
+                s.snap.state = EngineState::Connecting;
+            }),
+            Event::PairError(e) => {
+                let why = format!("pairing failed: {e:?}");
+                self.update(|s| s.snap.last_error = Some(why));
+            }
+            Event::Connected(_) => {
+                let own = client.pn().map(|j| j.to_string());
+                self.update(|s| {
+                    if own.is_some() {
+                        s.snap.own_jid = own;
+                    }
+                    s.snap.qr = None;
+                    s.snap.pair_code = None;
+                    s.snap.last_error = None;
+                    s.snap.state = EngineState::Connected;
+                });
+            }
+            Event::Disconnected(_) => self.update(|s| {
+                if s.snap.state == EngineState::Connected {
+                    s.snap.state = EngineState::Connecting;
+                }
+            }),
+            Event::LoggedOut(l) => {
+                let why = format!("logged out: {:?}", l.reason);
+                self.update(|s| {
+                    if s.ended.is_none() {
+                        s.ended = Some(Ended::Remote);
+                        s.snap.last_error = Some(why);
+                        s.snap.state = EngineState::LoggedOut;
+                    }
+                });
+            }
+            Event::TemporaryBan(b) => {
+                let why = format!("temporarily banned ({:?}) for {:?}", b.code, b.expire);
+                self.update(|s| {
+                    s.snap.state = EngineState::Banned;
+                    s.snap.last_error = Some(why);
+                });
+            }
+            Event::ConnectFailure(f) => {
+                let why = format!(
+                    "connection refused by WhatsApp: {:?}{}",
+                    f.reason,
+                    f.message
+                        .as_deref()
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
+                );
+                self.update(|s| s.snap.last_error = Some(why));
+            }
+            Event::StreamReplaced(_) => self.update(|s| {
+                s.snap.last_error =
+                    Some("another connection with the same keys replaced this one".into())
+            }),
+            Event::ClientOutdated(_) => self.update(|s| {
+                s.snap.last_error =
+                    Some("WhatsApp says this client version is outdated; set WA_WEB_VERSION".into())
+            }),
+            Event::PairingQrCodesExhausted(_) => self.update(|s| {
+                s.snap.qr = None;
+                s.snap.last_error = Some("the QR codes ran out without a scan".into());
+            }),
+            _ => {}
+        }
+    }
+}
+
+fn transport_factory(config: &EngineConfig) -> Result<WaTransportFactory, String> {
+    let mut tc = TransportConfig {
+        proxy: config.proxy.clone(),
+        ..TransportConfig::default()
+    };
+    if let Some(url) = &config.ws_url {
+        tc.url = url.clone();
+    }
+    #[cfg(feature = "test-network")]
+    {
+        tc.extra_ca_pem = config.extra_ca.clone();
+    }
+    WaTransportFactory::new(tc).map_err(|e| format!("WhatsApp transport: {e:#}"))
+}
+
+fn http_client(config: &EngineConfig) -> Result<WaHttpClient, String> {
+    #[allow(unused_mut)]
+    let mut hc = HttpClientConfig {
+        proxy: config.proxy.clone(),
+        ..HttpClientConfig::default()
+    };
+    #[cfg(feature = "test-network")]
+    {
+        hc.extra_ca_pem = config.extra_ca.clone();
+    }
+    WaHttpClient::new(hc).map_err(|e| format!("WhatsApp HTTP client: {e:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names() {
+        let all = [
+            EngineState::Unlinked,
+            EngineState::WaitingForQr,
+            EngineState::Pairing,
+            EngineState::Connecting,
+            EngineState::Connected,
+            EngineState::LoggedOut,
+            EngineState::Banned,
+        ];
+        let names: Vec<&str> = all.iter().map(|s| s.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "unlinked",
+                "waiting_for_qr",
+                "pairing",
+                "connecting",
+                "connected",
+                "logged_out",
+                "banned"
+            ]
+        );
+    }
+
+    #[test]
+    fn own_number_drops_device_and_server() {
+        let snap = Snapshot {
+            state: EngineState::Connected,
+            qr: None,
+            pair_code: None,
+            own_jid: Some("15550000001:3@s.whatsapp.net".into()),
+            last_error: None,
+        };
+        assert_eq!(snap.own_number().as_deref(), Some("15550000001"));
+    }
+}
