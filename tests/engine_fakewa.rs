@@ -297,8 +297,62 @@ fn tools_answer_while_whatsapp_is_unreachable() {
     assert!(status.contains("state: unlinked"), "{status}");
     let qr = mcp.text("get_qr_code");
     assert!(qr.contains("No QR code yet"), "{qr}");
+    // A tool that needs the live connection says so, with the state and the next step.
+    let result = mcp.call("force_resync", "{}");
+    assert_eq!(result.get("isError").bool(), Some(true), "{result:?}");
+    let text = result.path("content.0.text").str().unwrap_or_default();
+    assert!(
+        text.starts_with("WhatsApp is not connected (state: unlinked): "),
+        "{text}"
+    );
     let health = server.request("GET", "/healthz", &[], b"");
     assert_eq!(health.status, 200);
+    // /api/status carries the original's keys.
+    let api = server.request("GET", "/api/status", &[], b"").json();
+    let keys = api.keys();
+    for key in [
+        "authenticated",
+        "ready",
+        "qrAvailable",
+        "ownJid",
+        "chatCount",
+        "messageCount",
+        "dbChats",
+        "dbMessages",
+        "dbMedia",
+        "dbContacts",
+        "lastDisconnectReason",
+        "lastDisconnectAt",
+        "timestamp",
+        "state",
+    ] {
+        assert!(
+            keys.iter().any(|k| k == key),
+            "/api/status lacks {key}: {keys:?}"
+        );
+    }
+    assert_eq!(api.get("dbMessages").num(), Some(0.0));
+    assert!(
+        api.get("timestamp").num().unwrap_or(0.0) > 1.0e12,
+        "ms: {api:?}"
+    );
+}
+
+#[test]
+fn force_resync_on_a_connected_client() {
+    let fw = start_fakewa();
+    let server = start_product(&fw, TempDir::new("resync"));
+    let mcp = Mcp::open(&server);
+    link(&fw, &mcp);
+    mcp.wait_status("state: connected", 60, |t| t.contains("state: connected"));
+    let result = mcp.call("force_resync", "{}");
+    assert_ne!(result.get("isError").bool(), Some(true), "{result:?}");
+    let text = result.path("content.0.text").str().unwrap_or_default();
+    assert!(text.starts_with("Resync started"), "{text}");
+    // The resync runs in the background; the link stays up.
+    std::thread::sleep(Duration::from_secs(2));
+    let status = mcp.text("check_auth_status");
+    assert!(status.contains("state: connected"), "{status}");
 }
 
 #[test]

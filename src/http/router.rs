@@ -93,7 +93,7 @@ async fn route(app: &App, req: Request, local: SocketAddr) -> Handled {
                 return done(res);
             }
             match (m, p) {
-                (Method::Get, "/api/status") => done(status(app)),
+                (Method::Get, "/api/status") => done(status(app).await),
                 _ => done(reply::error(404, &format!("no API endpoint {m} {p}"))),
             }
         }
@@ -124,9 +124,31 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// `/api/status`: the original's keys, from the WhatsApp engine.
-fn status(app: &App) -> Response {
+/// `/api/status`: the original's keys (seed-behaviour §6.3) from the engine's snapshot and the
+/// store's counts, plus `state`. `timestamp` is epoch milliseconds.
+async fn status(app: &App) -> Response {
     let snap = app.engine.as_ref().map(|e| e.snapshot());
+    let counts = match &app.engine {
+        Some(e) => match e.counts().await {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("/api/status: {e}");
+                return reply::json(
+                    500,
+                    &json::obj([("error", json::s("Failed to get status"))]),
+                );
+            }
+        },
+        None => crate::store::queries::Counts::default(),
+    };
+    let last_reason = snap
+        .as_ref()
+        .and_then(|s| s.last_disconnect_reason.clone())
+        .map_or(json::Value::Null, json::s);
+    let last_at = snap
+        .as_ref()
+        .and_then(|s| s.last_disconnect_at)
+        .map_or(json::Value::Null, json::int);
     let state = snap.as_ref().map_or("unlinked", |s| s.state.name());
     let connected = state == "connected";
     let authenticated = snap.as_ref().is_some_and(|s| s.own_jid.is_some());
@@ -145,6 +167,14 @@ fn status(app: &App) -> Response {
                 snap.and_then(|s| s.own_jid)
                     .map_or(json::Value::Null, json::s),
             ),
+            ("chatCount", json::int(counts.chats as i64)),
+            ("messageCount", json::int(counts.messages as i64)),
+            ("dbChats", json::int(counts.chats as i64)),
+            ("dbMessages", json::int(counts.messages as i64)),
+            ("dbMedia", json::int(counts.media as i64)),
+            ("dbContacts", json::int(counts.contacts as i64)),
+            ("lastDisconnectReason", last_reason),
+            ("lastDisconnectAt", last_at),
             ("mcpSessions", json::int(app.mcp.sessions.len() as i64)),
             (
                 "uptimeMs",

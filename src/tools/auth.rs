@@ -56,10 +56,11 @@ pub fn tools() -> Vec<Tool> {
         ),
         Tool::new(
             "force_resync",
-            "Throw away the locally held WhatsApp app state (chat list, contact names, archive and \
-             mute flags) and reconnect, so that WhatsApp sends it again in full. Use it when chats \
-             or contacts look stale or missing. Stored messages are kept. Returns a text once the \
-             reconnect has started; the replay continues in the background for a while.",
+            "Ask WhatsApp to send the whole app state again in full (chat list, contact names, \
+             archive, pin and mute flags): every app-state collection is fetched as a fresh \
+             snapshot instead of as changes. Use it when chats or contacts look stale or missing. \
+             Stored messages are kept. Needs a connected account; returns a text once the resync \
+             has started, and it continues in the background for a while.",
             vec![],
             Annotations {
                 read_only: false,
@@ -67,10 +68,7 @@ pub fn tools() -> Vec<Tool> {
                 idempotent: false,
                 open_world: false,
             },
-            crate::not_yet!(
-                "force_resync",
-                "a linked WhatsApp account (the WhatsApp engine is not built yet)"
-            ),
+            crate::tool_fn!(force_resync),
         ),
         Tool::new(
             "request_pairing_code",
@@ -255,6 +253,21 @@ async fn request_pairing_code(call: ToolCall) -> ToolResult {
             ("code", crate::json::s(p.code)),
             ("expires_at", crate::json::int(p.expires_at)),
         ])),
+        Err(e) => ToolResult::error(e),
+    }
+}
+
+async fn force_resync(call: ToolCall) -> ToolResult {
+    let engine = match engine(&call) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    match engine.force_resync() {
+        Ok(()) => ToolResult::text(
+            "Resync started: WhatsApp was asked for every app-state collection (chat list, contact \
+             names, archive, pin and mute flags) again in full. It continues in the background; \
+             stored messages are kept. Call list_chats again in a minute.",
+        ),
         Err(e) => ToolResult::error(e),
     }
 }

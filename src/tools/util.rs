@@ -391,10 +391,11 @@ mod tests {
 
     /// The auth tools answered by the WhatsApp engine (tested end to end in
     /// `tests/engine_fakewa.rs`).
-    const FROM_ENGINE: [&str; 4] = [
+    const FROM_ENGINE: [&str; 5] = [
         "get_qr_code",
         "check_auth_status",
         "logout",
+        "force_resync",
         "request_pairing_code",
     ];
 

@@ -31,6 +31,7 @@
 //! | `wa_sent_messages` | (chat JID, message id) | stored-at secs (i64 LE), then the payload |
 //! | `wa_pending_inbound` | (chat, sender, stanza id) | stored-at secs (i64 LE), then the message |
 //! | `wa_msg_secrets` | (chat, sender, message id) | secret (32), `expires_at` (i64 LE), `message_ts` (i64 LE) |
+//! | `wa_inbox` | (chat, sender, stanza id) | committed-at secs (i64 LE), message time secs (i64 LE), from-me (u8), push-name length (u16 LE), push name, then the encoded `wa::Message` |
 //!
 //! # Semantics kept from whatsapp-rust's `InMemoryBackend` (the reference)
 //! - Each method is one write job, so one transaction: batch methods (`*_batch`, `put_lid_mappings`,
@@ -41,9 +42,13 @@
 //! - `mark_prekeys_uploaded` updates existing rows only; it never resurrects a consumed prekey.
 //! - The sent-message store is bounded at [`MAX_SENT_MESSAGES`] rows: at the cap the oldest are
 //!   dropped down to three quarters of it (ties by key order), as the reference does.
-//! - The pending-inbound buffer is implemented for real (the trait defaults fail closed): an
-//!   inbound message is committed before whatsapp-rust acknowledges it.
-//! - [`RedbBackend::clear`] (for logout) empties every `wa_*` table in one transaction.
+//! - The pending-inbound buffer is implemented for real (the trait defaults fail closed), and
+//!   `wa_inbox` is where the engine's inbound durability hook commits each decrypted message
+//!   ([`RedbBackend::commit_inbox`]): whatsapp-rust buffers a batch in `wa_pending_inbound`, the
+//!   hook commits it to `wa_inbox`, and only then does the client acknowledge it to WhatsApp.
+//!   `wa_inbox` is message history waiting for the materializer, not key material.
+//! - [`RedbBackend::clear`] (for logout) empties every `wa_*` table except `wa_inbox` in one
+//!   transaction.
 //! - Write jobs may run twice (a failed group commit retries each alone): they only write what
 //!   they captured, and results are handed back through a slot overwritten on each run.
 
@@ -93,6 +98,53 @@ const PENDING_INBOUND: TableDefinition<(&str, &str, &str), &[u8]> =
     TableDefinition::new("wa_pending_inbound");
 const MSG_SECRETS: TableDefinition<(&str, &str, &str), &[u8]> =
     TableDefinition::new("wa_msg_secrets");
+const INBOX: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("wa_inbox");
+
+/// One decrypted inbound message as committed to `wa_inbox`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxRow {
+    pub chat: String,
+    pub sender: String,
+    /// The stanza id (unique within a chat and sender).
+    pub id: String,
+    /// The message time, epoch seconds.
+    pub timestamp: i64,
+    pub from_me: bool,
+    pub push_name: String,
+    /// The encoded `wa::Message`.
+    pub message: Vec<u8>,
+}
+
+impl InboxRow {
+    fn encode(&self, committed_at: i64) -> Vec<u8> {
+        let name = self.push_name.as_bytes();
+        let name = &name[..name.len().min(u16::MAX as usize)];
+        let mut v = Vec::with_capacity(19 + name.len() + self.message.len());
+        v.extend_from_slice(&committed_at.to_le_bytes());
+        v.extend_from_slice(&self.timestamp.to_le_bytes());
+        v.push(u8::from(self.from_me));
+        v.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        v.extend_from_slice(name);
+        v.extend_from_slice(&self.message);
+        v
+    }
+
+    fn decode(chat: &str, sender: &str, id: &str, v: &[u8]) -> Option<InboxRow> {
+        let timestamp = read_i64(v, 8)?;
+        let from_me = *v.get(16)? != 0;
+        let len = u16::from_le_bytes(v.get(17..19)?.try_into().ok()?) as usize;
+        let push_name = String::from_utf8_lossy(v.get(19..19 + len)?).into_owned();
+        Some(InboxRow {
+            chat: chat.to_owned(),
+            sender: sender.to_owned(),
+            id: id.to_owned(),
+            timestamp,
+            from_me,
+            push_name,
+            message: v.get(19 + len..)?.to_vec(),
+        })
+    }
+}
 
 const META_DEVICE: &str = "device";
 const META_NEXT_DEVICE_ID: &str = "next_device_id";
@@ -135,6 +187,7 @@ pub fn create_tables(txn: &WriteTransaction) -> AppResult<()> {
     txn.open_table(PENDING_INBOUND)
         .ctx("creating wa_pending_inbound")?;
     txn.open_table(MSG_SECRETS).ctx("creating wa_msg_secrets")?;
+    txn.open_table(INBOX).ctx("creating wa_inbox")?;
     Ok(())
 }
 
@@ -181,6 +234,49 @@ impl RedbBackend {
             empty(txn, PENDING_INBOUND)?;
             empty(txn, MSG_SECRETS)?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Commits a batch of decrypted inbound messages to `wa_inbox` in one transaction; returns
+    /// once the commit is durable. Idempotent: a redelivered message overwrites its own row.
+    pub async fn commit_inbox(&self, rows: Vec<InboxRow>) -> WaResult<()> {
+        let now = now_secs();
+        let rows: Vec<(InboxRow, Vec<u8>)> = rows
+            .into_iter()
+            .map(|r| {
+                let v = r.encode(now);
+                (r, v)
+            })
+            .collect();
+        self.write("commit_inbox", move |txn| {
+            let mut t = txn.open_table(INBOX).ctx("opening wa_inbox")?;
+            for (r, value) in &rows {
+                t.insert(
+                    (r.chat.as_str(), r.sender.as_str(), r.id.as_str()),
+                    value.as_slice(),
+                )
+                .ctx("writing an inbox message")?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Reads one committed inbound message back from `wa_inbox`.
+    pub async fn inbox_get(
+        &self,
+        chat: &str,
+        sender: &str,
+        id: &str,
+    ) -> WaResult<Option<InboxRow>> {
+        let (chat, sender, id) = (chat.to_owned(), sender.to_owned(), id.to_owned());
+        self.read("inbox_get", move |r| {
+            let t = r.open_table(INBOX).ctx("opening wa_inbox")?;
+            let row = t
+                .get((chat.as_str(), sender.as_str(), id.as_str()))
+                .ctx("reading an inbox message")?;
+            Ok(row.and_then(|v| InboxRow::decode(&chat, &sender, &id, v.value())))
         })
         .await
     }
@@ -2288,6 +2384,59 @@ mod tests {
                     .await
                     .unwrap(),
                 1
+            );
+        });
+    }
+
+    #[test]
+    fn inbox_commit_round_trip_survives_logout_clear() {
+        let (backend, _d) = backend();
+        run(async {
+            let row = InboxRow {
+                chat: "c@g.us".into(),
+                sender: "s@s.whatsapp.net".into(),
+                id: "ID1".into(),
+                timestamp: 1_700_000_000,
+                from_me: false,
+                push_name: "Ann".into(),
+                message: b"encoded".to_vec(),
+            };
+            assert!(
+                backend
+                    .inbox_get("c@g.us", "s@s.whatsapp.net", "ID1")
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            backend.commit_inbox(vec![row.clone()]).await.unwrap();
+            // A redelivery overwrites its own row.
+            backend.commit_inbox(vec![row.clone()]).await.unwrap();
+            assert_eq!(
+                backend
+                    .inbox_get("c@g.us", "s@s.whatsapp.net", "ID1")
+                    .await
+                    .unwrap(),
+                Some(row.clone())
+            );
+            backend
+                .store_pending_inbound("c@g.us", "s@s.whatsapp.net", "ID1", b"x")
+                .await
+                .unwrap();
+            backend.clear().await.unwrap();
+            assert!(
+                backend
+                    .get_pending_inbound("c@g.us", "s@s.whatsapp.net", "ID1")
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            assert_eq!(
+                backend
+                    .inbox_get("c@g.us", "s@s.whatsapp.net", "ID1")
+                    .await
+                    .unwrap(),
+                Some(row),
+                "history is not key material: logout keeps it"
             );
         });
     }

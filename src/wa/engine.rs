@@ -4,28 +4,52 @@
 //! ureq HTTP client and the redb backend; a supervisor task that rebuilds the client when its run
 //! loop ends (after a logout a fresh device is built over the cleared keys); the link state as
 //! plain data ([`EngineState`], [`Snapshot`]): the current QR payload, the pair code, the own JID
-//! and the last error; linking by phone number and logout.
+//! and the last error; linking by phone number, logout and a full app-state resync.
+//!
+//! Incoming messages are acknowledged to WhatsApp only after they are committed: the engine
+//! installs an inbound durability hook ([`InboxHook`]) that commits each decrypted batch to the
+//! backend's `wa_inbox` table before the client sends the acks (whatsapp-rust buffers the batch in
+//! `wa_pending_inbound` first, so a crash in between replays it on the next connect).
+//!
+//! The announced WhatsApp Web version is, in this order: `WA_WEB_VERSION`, the version cached in
+//! the store's own `meta` table under [`WEB_VERSION_KEY`] (which logout does not clear), else
+//! [`DEFAULT_VERSION`]. Once connected to WhatsApp Web, the engine fetches the current version
+//! from `sw.js` in the background and caches it for the next client; linking never waits on it.
 //!
 //! Must not: block its caller (starting only spawns; a failed connection is retried in the
 //! background by the client's own run loop, and a client that cannot be built is retried by the
 //! supervisor with a backoff); hand whatsapp-rust types to the rest of the app.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use whatsapp_rust::Client;
 use whatsapp_rust::bot::Bot;
 use whatsapp_rust::pair_code::PairCodeOptions;
-use whatsapp_rust::types::events::Event;
+use whatsapp_rust::sync_task::MajorSyncTask;
+use whatsapp_rust::types::events::{Event, InboundMessage};
+use whatsapp_rust::wacore::appstate::patch_decode::WAPatchName;
+use whatsapp_rust::{Client, InboundDurabilityHook};
 
-use super::backend::RedbBackend;
+use super::backend::{InboxRow, RedbBackend};
 use super::http_client::{HttpClientConfig, WaHttpClient};
 use super::runtime::SmolRuntime;
 use super::transport::{TransportConfig, WaTransportFactory};
-use crate::store::Store;
+use crate::store::{Context, Store};
 
-/// The version announced when none is configured, so linking never waits on the `sw.js` fetch.
+/// The version announced when neither `WA_WEB_VERSION` nor a cached one exists, so linking never
+/// waits on the `sw.js` fetch.
 pub const DEFAULT_VERSION: (u32, u32, u32) = (2, 3000, 0);
+/// The key in the store's own `meta` table that caches the last known good web version.
+pub const WEB_VERSION_KEY: &str = "wa_web_version";
+/// The app-state collections, in the order a full resync asks for them.
+const COLLECTIONS: [WAPatchName; 5] = [
+    WAPatchName::CriticalBlock,
+    WAPatchName::CriticalUnblockLow,
+    WAPatchName::RegularHigh,
+    WAPatchName::Regular,
+    WAPatchName::RegularLow,
+];
 /// How long a pair code is valid (WhatsApp's own figure, about three minutes).
 const PAIR_CODE_VALIDITY: Duration = Duration::from_secs(180);
 /// How long `logout` waits for the keys to be cleared.
@@ -40,7 +64,7 @@ pub struct EngineConfig {
     pub proxy: Option<String>,
     /// `WA_TEST_CA` (test-network builds only).
     pub extra_ca: Option<std::path::PathBuf>,
-    /// `WA_WEB_VERSION`; `None` announces [`DEFAULT_VERSION`].
+    /// `WA_WEB_VERSION`; `None` announces the cached version, else [`DEFAULT_VERSION`].
     pub version: Option<(u32, u32, u32)>,
     /// `WA_PUSH_NAME`.
     pub push_name: String,
@@ -97,6 +121,10 @@ pub struct Snapshot {
     /// The linked device's JID (`number:device@s.whatsapp.net`), once known.
     pub own_jid: Option<String>,
     pub last_error: Option<String>,
+    /// Why the connection last ended (a drop, a logout, a refusal), if it ever did.
+    pub last_disconnect_reason: Option<String>,
+    /// When, in epoch milliseconds.
+    pub last_disconnect_at: Option<i64>,
 }
 
 impl Snapshot {
@@ -126,7 +154,10 @@ struct Shared {
 
 struct Inner {
     config: EngineConfig,
+    store: Store,
     backend: Arc<RedbBackend>,
+    /// Set once the background `sw.js` version refresh has been started.
+    version_refresh: AtomicBool,
     shared: Mutex<Shared>,
     client: Mutex<Option<Arc<Client>>>,
     /// Wakes a supervisor that waits after a remote logout (someone asked to link again).
@@ -162,7 +193,9 @@ impl Engine {
         let engine = Engine {
             inner: Arc::new(Inner {
                 config,
-                backend: Arc::new(RedbBackend::new(store)),
+                backend: Arc::new(RedbBackend::new(store.clone())),
+                store,
+                version_refresh: AtomicBool::new(false),
                 shared: Mutex::new(Shared {
                     snap: Snapshot {
                         state: EngineState::Unlinked,
@@ -170,6 +203,8 @@ impl Engine {
                         pair_code: None,
                         own_jid: None,
                         last_error: None,
+                        last_disconnect_reason: None,
+                        last_disconnect_at: None,
                     },
                     ended: None,
                     clears: 0,
@@ -195,6 +230,16 @@ impl Engine {
             snap.pair_code = None;
         }
         snap
+    }
+
+    /// How many chats, messages, contacts, groups and media the store holds (for
+    /// `/api/status`).
+    pub async fn counts(&self) -> Result<crate::store::queries::Counts, String> {
+        self.inner
+            .store
+            .read(crate::store::queries::counts)
+            .await
+            .map_err(|e| format!("counting the store: {e}"))
     }
 
     /// Asks a supervisor that stopped after a remote logout to build a new device (a new QR).
@@ -251,6 +296,36 @@ impl Engine {
         shared.snap.pair_code = Some(pair.clone());
         shared.snap.state = EngineState::Pairing;
         Ok(pair)
+    }
+
+    /// The live client, or the not-connected error text: "WhatsApp is not connected (state:
+    /// <name>): <next step>". Every tool that needs a live connection goes through this.
+    pub fn connected_client(&self) -> Result<Arc<Client>, String> {
+        let snap = self.snapshot();
+        let client = lock(&self.inner.client).clone();
+        match client {
+            Some(c) if snap.state == EngineState::Connected => Ok(c),
+            _ => Err(not_connected(&snap)),
+        }
+    }
+
+    /// Asks WhatsApp for every app-state collection again in full (snapshots, not patches), in
+    /// the background. Errors with the not-connected text when there is no live connection.
+    pub fn force_resync(&self) -> Result<(), String> {
+        let client = self.connected_client()?;
+        crate::runtime::spawn(async move {
+            for name in COLLECTIONS {
+                client
+                    .process_sync_task(MajorSyncTask::AppStateSync {
+                        name,
+                        full_sync: true,
+                    })
+                    .await;
+            }
+            log::info!("whatsapp: full app-state resync requested for every collection");
+        })
+        .detach();
+        Ok(())
     }
 
     /// Unlinks the device on WhatsApp's side, then clears the keys (history stays). Returns
@@ -357,7 +432,13 @@ impl Engine {
             .with_transport_factory(transport_factory(config)?)
             .with_http_client(http_client(config)?)
             .with_runtime(SmolRuntime)
-            .with_version(config.version.unwrap_or(DEFAULT_VERSION))
+            .with_version(choose_version(
+                config.version,
+                cached_version(&self.inner.store).await,
+            ))
+            .with_inbound_durability_hook(InboxHook {
+                backend: self.inner.backend.clone(),
+            })
             .with_push_name(config.push_name.clone())
             .on_event(move |ev, client| {
                 events.on_event(&ev, &client);
@@ -404,15 +485,23 @@ impl Engine {
                     s.snap.last_error = None;
                     s.snap.state = EngineState::Connected;
                 });
+                self.refresh_version(false);
             }
-            Event::Disconnected(_) => self.update(|s| {
-                if s.snap.state == EngineState::Connected {
-                    s.snap.state = EngineState::Connecting;
-                }
-            }),
+            Event::Disconnected(d) => {
+                let why = d.reason.to_string();
+                self.update(|s| {
+                    if s.snap.state == EngineState::Connected {
+                        s.snap.state = EngineState::Connecting;
+                    }
+                    s.snap.last_disconnect_reason = Some(why);
+                    s.snap.last_disconnect_at = Some(now_ms());
+                })
+            }
             Event::LoggedOut(l) => {
                 let why = format!("logged out: {:?}", l.reason);
                 self.update(|s| {
+                    s.snap.last_disconnect_reason = Some(why.clone());
+                    s.snap.last_disconnect_at = Some(now_ms());
                     if s.ended.is_none() {
                         s.ended = Some(Ended::Remote);
                         s.snap.last_error = Some(why);
@@ -442,16 +531,177 @@ impl Engine {
                 s.snap.last_error =
                     Some("another connection with the same keys replaced this one".into())
             }),
-            Event::ClientOutdated(_) => self.update(|s| {
-                s.snap.last_error =
-                    Some("WhatsApp says this client version is outdated; set WA_WEB_VERSION".into())
-            }),
+            Event::ClientOutdated(_) => {
+                self.update(|s| {
+                    s.snap.last_error = Some(
+                        "WhatsApp says this client version is outdated; fetching the current one \
+                         (or set WA_WEB_VERSION)"
+                            .into(),
+                    )
+                });
+                self.refresh_version(true);
+            }
             Event::PairingQrCodesExhausted(_) => self.update(|s| {
                 s.snap.qr = None;
                 s.snap.last_error = Some("the QR codes ran out without a scan".into());
             }),
             _ => {}
         }
+    }
+}
+
+impl Engine {
+    /// Fetches the current web version from `sw.js` in the background and caches it for the next
+    /// client (once per process unless `again`). Only against WhatsApp Web and without
+    /// `WA_WEB_VERSION`: nothing waits on it.
+    fn refresh_version(&self, again: bool) {
+        let config = &self.inner.config;
+        if config.version.is_some() || config.ws_url.is_some() {
+            return;
+        }
+        if self.inner.version_refresh.swap(true, Ordering::SeqCst) && !again {
+            return;
+        }
+        let http: Arc<dyn whatsapp_rust::http::HttpClient> = match http_client(config) {
+            Ok(h) => Arc::new(h),
+            Err(e) => {
+                log::warn!("whatsapp: no HTTP client for the version check: {e}");
+                return;
+            }
+        };
+        let store = self.inner.store.clone();
+        crate::runtime::spawn(async move {
+            match whatsapp_rust::version::fetch_latest_app_version(&http).await {
+                Ok(v) => match cache_version(&store, v).await {
+                    Ok(()) => log::info!("whatsapp: cached web version {}", format_version(v)),
+                    Err(e) => log::warn!("whatsapp: caching the web version failed: {e}"),
+                },
+                Err(e) => log::info!("whatsapp: fetching the web version failed: {e:#}"),
+            }
+        })
+        .detach();
+    }
+}
+
+/// The not-connected error text for tools that need a live connection.
+pub fn not_connected(snap: &Snapshot) -> String {
+    let next = match snap.state {
+        EngineState::Unlinked | EngineState::WaitingForQr => {
+            "link an account first with get_qr_code or request_pairing_code"
+        }
+        EngineState::Pairing => {
+            "finish linking by typing the pair code on the phone, then call check_auth_status"
+        }
+        EngineState::Connecting => {
+            "the account is linked and the connection is being set up; try again in a few seconds"
+        }
+        EngineState::Connected => "the connection is being rebuilt; try again in a few seconds",
+        EngineState::LoggedOut => {
+            "WhatsApp ended the link; link again with get_qr_code or request_pairing_code"
+        }
+        EngineState::Banned => "WhatsApp has banned this account",
+    };
+    format!(
+        "WhatsApp is not connected (state: {}): {next}",
+        snap.state.name()
+    )
+}
+
+/// The version to announce: `WA_WEB_VERSION`, else the cached one, else [`DEFAULT_VERSION`].
+pub fn choose_version(
+    env: Option<(u32, u32, u32)>,
+    cached: Option<(u32, u32, u32)>,
+) -> (u32, u32, u32) {
+    env.or(cached).unwrap_or(DEFAULT_VERSION)
+}
+
+fn format_version((a, b, c): (u32, u32, u32)) -> String {
+    format!("{a}.{b}.{c}")
+}
+
+fn parse_cached_version(s: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = s.trim().split('.').map(|p| p.parse::<u32>().ok());
+    let v = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(v)
+}
+
+/// The version cached in the store's `meta` table, if any (an unreadable one counts as none).
+pub async fn cached_version(store: &Store) -> Option<(u32, u32, u32)> {
+    let read = store
+        .read(|txn| {
+            let meta = txn
+                .open_table(crate::store::schema::META)
+                .ctx("opening meta")?;
+            let v = meta.get(WEB_VERSION_KEY).ctx("reading the web version")?;
+            Ok(v.map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+        })
+        .await;
+    match read {
+        Ok(Some(s)) => parse_cached_version(&s),
+        Ok(None) => None,
+        Err(e) => {
+            log::warn!("whatsapp: reading the cached web version failed: {e}");
+            None
+        }
+    }
+}
+
+/// Caches `version` in the store's `meta` table.
+pub async fn cache_version(
+    store: &Store,
+    version: (u32, u32, u32),
+) -> Result<(), crate::store::StoreError> {
+    let text = format_version(version);
+    store
+        .write(move |txn| {
+            let mut meta = txn
+                .open_table(crate::store::schema::META)
+                .ctx("opening meta")?;
+            meta.insert(WEB_VERSION_KEY, text.as_bytes())
+                .ctx("writing the web version")?;
+            Ok(())
+        })
+        .await
+}
+
+/// whatsapp-rust's inbound durability hook: commits each decrypted batch to `wa_inbox` (one
+/// transaction, durable on return) before the client acknowledges it. Idempotent by (chat,
+/// sender, id), as the hook contract asks.
+pub struct InboxHook {
+    backend: Arc<RedbBackend>,
+}
+
+/// The `wa_inbox` rows for a batch.
+fn inbox_rows(batch: &[InboundMessage]) -> Vec<InboxRow> {
+    batch
+        .iter()
+        .map(|m| {
+            let mut message = Vec::new();
+            whatsapp_rust::waproto::codec::message_encode_into(&m.message, &mut message);
+            InboxRow {
+                chat: m.info.source.chat.to_string(),
+                sender: m.info.source.sender.to_string(),
+                id: m.info.id.to_string(),
+                timestamp: m.info.timestamp.timestamp(),
+                from_me: m.info.source.is_from_me,
+                push_name: m.info.push_name.clone(),
+                message,
+            }
+        })
+        .collect()
+}
+
+#[whatsapp_rust::async_trait]
+impl InboundDurabilityHook for InboxHook {
+    async fn on_messages(
+        &self,
+        _client: Arc<Client>,
+        batch: &[InboundMessage],
+    ) -> whatsapp_rust::anyhow::Result<()> {
+        self.backend
+            .commit_inbox(inbox_rows(batch))
+            .await
+            .map_err(|e| whatsapp_rust::anyhow::anyhow!("committing inbound messages: {e}"))
     }
 }
 
@@ -514,6 +764,107 @@ mod tests {
     }
 
     #[test]
+    fn version_precedence_env_then_cache_then_default() {
+        let env = Some((2, 3000, 111));
+        let cached = Some((2, 3000, 222));
+        assert_eq!(choose_version(env, cached), (2, 3000, 111));
+        assert_eq!(choose_version(None, cached), (2, 3000, 222));
+        assert_eq!(choose_version(None, None), DEFAULT_VERSION);
+        assert_eq!(
+            parse_cached_version("2.3000.1027934701"),
+            Some((2, 3000, 1027934701))
+        );
+        assert_eq!(parse_cached_version("2.3000"), None);
+        assert_eq!(parse_cached_version("2.3000.1.4"), None);
+        assert_eq!(parse_cached_version("x.y.z"), None);
+    }
+
+    #[test]
+    fn version_cache_round_trip_survives_logout_clear() {
+        let store = Store::open_in_memory().unwrap();
+        smol::block_on(async {
+            assert_eq!(cached_version(&store).await, None);
+            cache_version(&store, (2, 3000, 1027934701)).await.unwrap();
+            assert_eq!(cached_version(&store).await, Some((2, 3000, 1027934701)));
+            RedbBackend::new(store.clone()).clear().await.unwrap();
+            assert_eq!(
+                cached_version(&store).await,
+                Some((2, 3000, 1027934701)),
+                "the cache lives in the store's meta table, which logout keeps"
+            );
+            assert_eq!(
+                choose_version(None, cached_version(&store).await),
+                (2, 3000, 1027934701)
+            );
+        });
+    }
+
+    #[test]
+    fn inbox_hook_rows_carry_the_message_and_its_source() {
+        use whatsapp_rust::types::message::MessageInfo;
+        use whatsapp_rust::waproto::whatsapp as wa;
+        let mut info = MessageInfo::default();
+        info.source.chat = "15550000002@s.whatsapp.net".parse().unwrap();
+        info.source.sender = "15550000002@s.whatsapp.net".parse().unwrap();
+        info.id = "3EB0ABC".into();
+        info.push_name = "Bob".into();
+        let message = wa::Message {
+            conversation: Some("hello".into()),
+            ..Default::default()
+        };
+        let batch = [InboundMessage::builder()
+            .message(Arc::new(message.clone()))
+            .info(Arc::new(info))
+            .build()];
+        let rows = inbox_rows(&batch);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].chat, "15550000002@s.whatsapp.net");
+        assert_eq!(rows[0].id, "3EB0ABC");
+        assert_eq!(rows[0].push_name, "Bob");
+        let decoded = whatsapp_rust::waproto::codec::message_decode(&rows[0].message).unwrap();
+        assert_eq!(decoded, message);
+        // What the hook commits is durable before it returns (and so before the ack).
+        let store = Store::open_in_memory().unwrap();
+        let backend = RedbBackend::new(store);
+        smol::block_on(async {
+            backend.commit_inbox(rows.clone()).await.unwrap();
+            let back = backend
+                .inbox_get(
+                    "15550000002@s.whatsapp.net",
+                    "15550000002@s.whatsapp.net",
+                    "3EB0ABC",
+                )
+                .await
+                .unwrap();
+            assert_eq!(back.as_ref(), rows.first());
+        });
+    }
+
+    #[test]
+    fn not_connected_names_the_state_and_the_next_step() {
+        let snap = |state| Snapshot {
+            state,
+            qr: None,
+            pair_code: None,
+            own_jid: None,
+            last_error: None,
+            last_disconnect_reason: None,
+            last_disconnect_at: None,
+        };
+        let t = not_connected(&snap(EngineState::Unlinked));
+        assert!(
+            t.starts_with("WhatsApp is not connected (state: unlinked): "),
+            "{t}"
+        );
+        assert!(t.contains("get_qr_code"), "{t}");
+        let t = not_connected(&snap(EngineState::Connecting));
+        assert!(
+            t.starts_with("WhatsApp is not connected (state: connecting): "),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn own_number_drops_device_and_server() {
         let snap = Snapshot {
             state: EngineState::Connected,
@@ -521,6 +872,8 @@ mod tests {
             pair_code: None,
             own_jid: Some("15550000001:3@s.whatsapp.net".into()),
             last_error: None,
+            last_disconnect_reason: None,
+            last_disconnect_at: None,
         };
         assert_eq!(snap.own_number().as_deref(), Some("15550000001"));
     }
