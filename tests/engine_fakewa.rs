@@ -9,219 +9,14 @@
 
 mod common;
 
-use common::{Server, TempDir, serde_like::Json, wait_for};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use common::fakewa::*;
+use common::{Server, TempDir, serde_like::Json};
 use std::time::Duration;
-
-/// A fakewa process; killed on drop.
-struct FakeWa {
-    child: Child,
-    listen: SocketAddr,
-    control: SocketAddr,
-    ca: PathBuf,
-    _dir: TempDir,
-}
-
-impl Drop for FakeWa {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn fakewa_bin() -> PathBuf {
-    let ours = PathBuf::from(common::BIN);
-    let bin = ours.with_file_name(format!("fakewa{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        eprintln!(
-            "{} is missing; building it once with `cargo build -p fakewa`",
-            bin.display()
-        );
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "fakewa"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build -p fakewa");
-        assert!(status.success(), "cargo build -p fakewa failed");
-    }
-    assert!(bin.exists(), "no fakewa binary at {}", bin.display());
-    bin
-}
-
-fn start_fakewa() -> FakeWa {
-    let dir = TempDir::new("fakewa");
-    let mut child = Command::new(fakewa_bin())
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--control",
-            "127.0.0.1:0",
-            "--dir",
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn fakewa");
-    let stdout = child.stdout.take().expect("fakewa stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let (mut listen, mut control, mut ca) = (None, None, None);
-    while listen.is_none() || control.is_none() || ca.is_none() {
-        let line = lines
-            .next()
-            .expect("fakewa printed its addresses")
-            .expect("fakewa stdout");
-        if let Some(v) = line.strip_prefix("listen=") {
-            listen = v.parse().ok();
-        } else if let Some(v) = line.strip_prefix("control=") {
-            control = v.parse().ok();
-        } else if let Some(v) = line.strip_prefix("ca=") {
-            ca = Some(PathBuf::from(v));
-        }
-    }
-    // Keep draining stdout so fakewa never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    FakeWa {
-        child,
-        listen: listen.unwrap(),
-        control: control.unwrap(),
-        ca: ca.unwrap(),
-        _dir: dir,
-    }
-}
-
-/// One plain HTTP/1.1 exchange with fakewa's control port: (status, body).
-fn control(fw: &FakeWa, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(fw.control).expect("connect to fakewa control");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        fw.control,
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("control response");
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn fakewa_state(fw: &FakeWa) -> Json {
-    let (status, body) = control(fw, "GET", "/control/state", "");
-    assert_eq!(status, 200, "{body}");
-    Json::parse(&body).expect("state JSON")
-}
-
-fn start_product(fw: &FakeWa, data: TempDir) -> Server {
-    let url = format!("wss://{}/ws/chat", fw.listen);
-    let ca = fw.ca.display().to_string();
-    Server::start_in(
-        "127.0.0.1:0",
-        data,
-        &[
-            ("WA_WS_URL", &url),
-            ("WA_TEST_CA", &ca),
-            ("WA_PUSH_NAME", "engine-test"),
-        ],
-    )
-}
-
-/// An MCP session on the product.
-struct Mcp<'a> {
-    server: &'a Server,
-    session: String,
-}
-
-impl Mcp<'_> {
-    fn open(server: &Server) -> Mcp<'_> {
-        let session = server.initialize(&[], "2025-06-18");
-        Mcp { server, session }
-    }
-
-    /// The result of a tool call.
-    fn call(&self, tool: &str, args: &str) -> Json {
-        let body = format!(
-            r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
-        );
-        let r = self.server.rpc(&self.session, &body);
-        assert_eq!(r.status, 200, "{tool}: {}", r.text());
-        let j = r.json();
-        assert!(j.get("error").is_null(), "{tool}: {}", r.text());
-        j.get("result")
-    }
-
-    fn text(&self, tool: &str) -> String {
-        let result = self.call(tool, "{}");
-        result
-            .path("content.0.text")
-            .str()
-            .unwrap_or_else(|| panic!("{tool}: no text block"))
-    }
-
-    /// Polls check_auth_status until `ok` accepts its text.
-    fn wait_status(&self, what: &str, secs: u64, ok: impl Fn(&str) -> bool) -> String {
-        let mut last = String::new();
-        wait_for(what, Duration::from_secs(secs), || {
-            last = self.text("check_auth_status");
-            if ok(&last) {
-                Some(last.clone())
-            } else {
-                std::thread::sleep(Duration::from_millis(100));
-                None
-            }
-        })
-    }
-}
-
-/// get_qr_code until it returns the image and the raw payload; returns the payload.
-fn wait_qr(mcp: &Mcp) -> String {
-    wait_for(
-        "a QR code from get_qr_code",
-        Duration::from_secs(30),
-        || {
-            let result = mcp.call("get_qr_code", "{}");
-            let content = result.get("content");
-            if content.path("0.type").str().as_deref() == Some("image") {
-                assert_eq!(
-                    content.path("0.mimeType").str().as_deref(),
-                    Some("image/png")
-                );
-                assert!(!content.path("0.data").str().unwrap_or_default().is_empty());
-                content.path("1.text").str()
-            } else {
-                std::thread::sleep(Duration::from_millis(100));
-                None
-            }
-        },
-    )
-}
-
-fn link(fw: &FakeWa, mcp: &Mcp) -> String {
-    let qr = wait_qr(mcp);
-    let (status, body) = control(fw, "POST", "/control/scan", &format!(r#"{{"qr":"{qr}"}}"#));
-    assert_eq!(status, 200, "scan: {body}");
-    Json::parse(&body)
-        .and_then(|j| j.get("jid").str())
-        .expect("scan answers the device jid")
-}
 
 #[test]
 fn link_by_qr_restart_and_logout() {
     let fw = start_fakewa();
-    let server = start_product(&fw, TempDir::new("engine"));
+    let server = start_product(&fw, TempDir::new("engine"), "engine-test");
     let mcp = Mcp::open(&server);
 
     let device = link(&fw, &mcp);
@@ -247,7 +42,7 @@ fn link_by_qr_restart_and_logout() {
         .num()
         .unwrap_or(0.0);
     let data = server.stop();
-    let server = start_product(&fw, data);
+    let server = start_product(&fw, data, "engine-test");
     let mcp = Mcp::open(&server);
     let status = mcp.wait_status("connected after restart", 60, |t| {
         t.contains("state: connected")
@@ -341,7 +136,7 @@ fn tools_answer_while_whatsapp_is_unreachable() {
 #[test]
 fn force_resync_on_a_connected_client() {
     let fw = start_fakewa();
-    let server = start_product(&fw, TempDir::new("resync"));
+    let server = start_product(&fw, TempDir::new("resync"), "engine-test");
     let mcp = Mcp::open(&server);
     link(&fw, &mcp);
     mcp.wait_status("state: connected", 60, |t| t.contains("state: connected"));
@@ -358,7 +153,7 @@ fn force_resync_on_a_connected_client() {
 #[test]
 fn link_by_pair_code() {
     let fw = start_fakewa();
-    let server = start_product(&fw, TempDir::new("paircode"));
+    let server = start_product(&fw, TempDir::new("paircode"), "engine-test");
     let mcp = Mcp::open(&server);
     // The socket is up once a QR code is offered.
     wait_qr(&mcp);
@@ -393,7 +188,7 @@ fn link_by_pair_code() {
 #[test]
 fn unlink_from_the_phone_is_logged_out_without_a_new_pairing() {
     let fw = start_fakewa();
-    let server = start_product(&fw, TempDir::new("unlink"));
+    let server = start_product(&fw, TempDir::new("unlink"), "engine-test");
     let mcp = Mcp::open(&server);
     let device = link(&fw, &mcp);
     mcp.wait_status("state: connected", 60, |t| t.contains("state: connected"));

@@ -3,6 +3,9 @@
 //! Nothing here sleeps for a fixed time: waits poll a condition until a deadline.
 #![allow(dead_code)]
 
+#[cfg(feature = "test-network")]
+pub mod fakewa;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,292 @@
+//! fakewa for the product's end-to-end tests: starting the fakewa binary, its control API, and
+//! an MCP session on a product instance linked to it.
+//!
+//! fakewa is a workspace package, not a dependency (it must not change the product's features),
+//! so its binary is looked up next to ours in the target dir and built once with
+//! `cargo build -p fakewa` when it is missing. Waits poll a condition until a deadline.
+#![allow(dead_code)]
+
+use super::{Server, TempDir, serde_like::Json, wait_for};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A fakewa process; killed on drop.
+pub struct FakeWa {
+    child: Child,
+    pub listen: SocketAddr,
+    pub control: SocketAddr,
+    pub ca: PathBuf,
+    _dir: TempDir,
+}
+
+impl Drop for FakeWa {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn fakewa_bin() -> PathBuf {
+    let ours = PathBuf::from(super::BIN);
+    let bin = ours.with_file_name(format!("fakewa{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        eprintln!(
+            "{} is missing; building it once with `cargo build -p fakewa`",
+            bin.display()
+        );
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "fakewa"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build -p fakewa");
+        assert!(status.success(), "cargo build -p fakewa failed");
+    }
+    assert!(bin.exists(), "no fakewa binary at {}", bin.display());
+    bin
+}
+
+pub fn start_fakewa() -> FakeWa {
+    let dir = TempDir::new("fakewa");
+    let mut child = Command::new(fakewa_bin())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--control",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn fakewa");
+    let stdout = child.stdout.take().expect("fakewa stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut listen, mut control, mut ca) = (None, None, None);
+    while listen.is_none() || control.is_none() || ca.is_none() {
+        let line = lines
+            .next()
+            .expect("fakewa printed its addresses")
+            .expect("fakewa stdout");
+        if let Some(v) = line.strip_prefix("listen=") {
+            listen = v.parse().ok();
+        } else if let Some(v) = line.strip_prefix("control=") {
+            control = v.parse().ok();
+        } else if let Some(v) = line.strip_prefix("ca=") {
+            ca = Some(PathBuf::from(v));
+        }
+    }
+    // Keep draining stdout so fakewa never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    FakeWa {
+        child,
+        listen: listen.unwrap(),
+        control: control.unwrap(),
+        ca: ca.unwrap(),
+        _dir: dir,
+    }
+}
+
+/// One plain HTTP/1.1 exchange with fakewa's control port: (status, body).
+pub fn control(fw: &FakeWa, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(fw.control).expect("connect to fakewa control");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        fw.control,
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("control response");
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub fn fakewa_state(fw: &FakeWa) -> Json {
+    let (status, body) = control(fw, "GET", "/control/state", "");
+    assert_eq!(status, 200, "{body}");
+    Json::parse(&body).expect("state JSON")
+}
+
+pub fn counter(fw: &FakeWa, name: &str) -> f64 {
+    fakewa_state(fw)
+        .path(&format!("counters.{name}"))
+        .num()
+        .unwrap_or_else(|| panic!("no counters.{name} in /control/state"))
+}
+
+pub fn start_product(fw: &FakeWa, data: TempDir, push_name: &str) -> Server {
+    let url = format!("wss://{}/ws/chat", fw.listen);
+    let ca = fw.ca.display().to_string();
+    Server::start_in(
+        "127.0.0.1:0",
+        data,
+        &[
+            ("WA_WS_URL", &url),
+            ("WA_TEST_CA", &ca),
+            ("WA_PUSH_NAME", push_name),
+        ],
+    )
+}
+
+/// An MCP session on the product.
+pub struct Mcp<'a> {
+    pub server: &'a Server,
+    pub session: String,
+}
+
+impl Mcp<'_> {
+    pub fn open(server: &Server) -> Mcp<'_> {
+        let session = server.initialize(&[], "2025-06-18");
+        Mcp { server, session }
+    }
+
+    /// The result of a tool call.
+    pub fn call(&self, tool: &str, args: &str) -> Json {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
+        );
+        let r = self.server.rpc(&self.session, &body);
+        assert_eq!(r.status, 200, "{tool}: {}", r.text());
+        let j = r.json();
+        assert!(j.get("error").is_null(), "{tool}: {}", r.text());
+        j.get("result")
+    }
+
+    pub fn text(&self, tool: &str) -> String {
+        let result = self.call(tool, "{}");
+        result
+            .path("content.0.text")
+            .str()
+            .unwrap_or_else(|| panic!("{tool}: no text block"))
+    }
+
+    /// Polls check_auth_status until `ok` accepts its text.
+    pub fn wait_status(&self, what: &str, secs: u64, ok: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        wait_for(what, Duration::from_secs(secs), || {
+            last = self.text("check_auth_status");
+            if ok(&last) {
+                Some(last.clone())
+            } else {
+                std::thread::sleep(Duration::from_millis(50));
+                None
+            }
+        })
+    }
+
+    pub fn wait_connected(&self, what: &str, secs: u64) -> String {
+        self.wait_status(what, secs, is_connected)
+    }
+}
+
+pub fn is_connected(status: &str) -> bool {
+    status.lines().any(|l| l.trim() == "state: connected")
+}
+
+/// get_qr_code until it returns the image and the raw payload; returns the payload.
+pub fn wait_qr(mcp: &Mcp) -> String {
+    wait_for(
+        "a QR code from get_qr_code",
+        Duration::from_secs(30),
+        || {
+            let result = mcp.call("get_qr_code", "{}");
+            let content = result.get("content");
+            if content.path("0.type").str().as_deref() == Some("image") {
+                assert_eq!(
+                    content.path("0.mimeType").str().as_deref(),
+                    Some("image/png")
+                );
+                assert!(!content.path("0.data").str().unwrap_or_default().is_empty());
+                content.path("1.text").str()
+            } else {
+                std::thread::sleep(Duration::from_millis(50));
+                None
+            }
+        },
+    )
+}
+
+/// Links the product by QR and waits until it is connected; returns the device JID.
+pub fn link(fw: &FakeWa, mcp: &Mcp) -> String {
+    let qr = wait_qr(mcp);
+    let (status, body) = control(fw, "POST", "/control/scan", &format!(r#"{{"qr":"{qr}"}}"#));
+    assert_eq!(status, 200, "scan: {body}");
+    let jid = Json::parse(&body)
+        .and_then(|j| j.get("jid").str())
+        .expect("scan answers the device jid");
+    mcp.wait_connected("state: connected after linking", 60);
+    jid
+}
+
+/// The account JID (`N@s.whatsapp.net`) of a device JID (`N:D@s.whatsapp.net`).
+pub fn account_of(device: &str) -> String {
+    let number = device.split([':', '@']).next().unwrap();
+    format!("{number}@s.whatsapp.net")
+}
+
+/// The companion devices (device id ≠ 0) fakewa lists for an account.
+pub fn companions(fw: &FakeWa, account: &str) -> Vec<String> {
+    let state = fakewa_state(fw);
+    let acc = state
+        .get("accounts")
+        .arr()
+        .into_iter()
+        .find(|a| a.get("jid").str().as_deref() == Some(account))
+        .unwrap_or_else(|| panic!("fakewa lists no account {account}"));
+    acc.get("devices")
+        .arr()
+        .iter()
+        .filter_map(Json::str)
+        .filter(|d| d.contains(':'))
+        .collect()
+}
+
+/// Whether fakewa has a logged-in connection for this device JID.
+pub fn logged_in(fw: &FakeWa, device: &str) -> bool {
+    fakewa_state(fw).get("connections").arr().iter().any(|c| {
+        c.get("jid").str().as_deref() == Some(device)
+            && c.get("phase").str().as_deref() == Some("logged_in")
+    })
+}
+
+pub fn healthz_ok(server: &Server) {
+    let r = server.request("GET", "/healthz", &[], b"");
+    assert_eq!(r.status, 200, "/healthz: {}", r.text());
+}
+
+/// `ping` and `tools/list` answer in the session.
+pub fn mcp_answers(mcp: &Mcp) {
+    let r = mcp
+        .server
+        .rpc(&mcp.session, r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#);
+    assert_eq!(r.status, 200, "ping: {}", r.text());
+    assert!(r.json().get("error").is_null(), "ping: {}", r.text());
+    let r = mcp.server.rpc(
+        &mcp.session,
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#,
+    );
+    assert_eq!(r.status, 200, "tools/list: {}", r.text());
+    let tools = r.json().path("result.tools").arr();
+    assert!(
+        tools
+            .iter()
+            .any(|t| t.get("name").str().as_deref() == Some("check_auth_status")),
+        "tools/list: {}",
+        r.text()
+    );
+}
