@@ -223,6 +223,7 @@ fn main() {
         auto_select_contact: false,
         store: store.clone(),
         engine: None,
+        idempotency_ttl_ms: whatsapp_mcp_stream::store::idempotency::DEFAULT_TTL_MS,
     });
 
     // The busiest of the 50 most recently active direct chats (as stored, so that SQLite sees the

@@ -77,6 +77,9 @@ pub struct Config {
     pub wa_ws_url: Option<String>,
     /// `WA_TEST_CA` (test-network builds only): a PEM CA trusted on top of the web roots.
     pub wa_test_ca: Option<PathBuf>,
+    /// `WA_IDEMPOTENCY_TTL_MS`: how long an `idempotency_key` is remembered (default one day,
+    /// at least one minute).
+    pub idempotency_ttl_ms: u64,
 }
 
 /// The push name a linked device shows when `WA_PUSH_NAME` is unset.
@@ -146,6 +149,8 @@ ENVIRONMENT:
                                     socks5://[user:pass@]host:port
     WA_PUSH_NAME                    the name this linked device shows (default whatsapp-mcp-stream)
     WA_WEB_VERSION                  WhatsApp Web version to announce, e.g. 2.3000.1027934701
+    WA_IDEMPOTENCY_TTL_MS           how long an idempotency_key is remembered, in milliseconds
+                                    (default 86400000, one day; at least 60000)
     RUST_LOG                        log level: error, warn, info (default), debug, trace
 ";
 
@@ -335,6 +340,13 @@ impl Config {
             Some(v) => Some(parse_version(&v)?),
             None => None,
         };
+        let idempotency_ttl_ms = parse_number(
+            &get,
+            "WA_IDEMPOTENCY_TTL_MS",
+            crate::store::idempotency::DEFAULT_TTL_MS,
+            crate::store::idempotency::MIN_TTL_MS,
+            365 * 86_400_000,
+        )?;
         let wa_ws_url = get("WA_WS_URL");
         let wa_test_ca = get("WA_TEST_CA").map(PathBuf::from);
         if !cfg!(feature = "test-network") {
@@ -375,6 +387,7 @@ impl Config {
             wa_web_version,
             wa_ws_url,
             wa_test_ca,
+            idempotency_ttl_ms,
         })
     }
 
@@ -690,6 +703,18 @@ mod tests {
                 .contains("--messages")
         );
         assert!(parse(&["--chat", "x"], &[]).is_err());
+    }
+
+    #[test]
+    fn idempotency_ttl() {
+        let c = parse(&[], &[]).unwrap();
+        assert_eq!(c.idempotency_ttl_ms, 86_400_000);
+        let c = parse(&[], &[("WA_IDEMPOTENCY_TTL_MS", "60000")]).unwrap();
+        assert_eq!(c.idempotency_ttl_ms, 60_000);
+        for bad in ["59999", "0", "-1", "soon"] {
+            let e = parse(&[], &[("WA_IDEMPOTENCY_TTL_MS", bad)]).unwrap_err();
+            assert!(e.0.contains("WA_IDEMPOTENCY_TTL_MS"), "{bad}: {e}");
+        }
     }
 
     #[test]

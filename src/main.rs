@@ -133,6 +133,7 @@ fn serve(config: Config) -> Result<(), Failure> {
         auto_select_contact: config.auto_select_contact,
         store,
         engine: Some(engine.clone()),
+        idempotency_ttl_ms: config.idempotency_ttl_ms,
     });
     let dispatcher = Arc::new(mcp::dispatch::Dispatcher::new(registry));
     let threads = config.worker_threads;

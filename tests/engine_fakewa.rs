@@ -19,6 +19,10 @@ fn link_by_qr_restart_and_logout() {
     let server = start_product(&fw, TempDir::new("engine"), "engine-test");
     let mcp = Mcp::open(&server);
 
+    // The QR image encodes exactly the payload fakewa issued (the text block), read back by a
+    // QR decoder from the PNG pixels.
+    let (png, payload) = wait_qr_image(&mcp);
+    assert_eq!(decode_qr_png(&png), payload);
     let device = link(&fw, &mcp);
     let number = device.split([':', '@']).next().unwrap().to_string();
     let status = mcp.wait_status("state: connected", 60, |t| t.contains("state: connected"));
@@ -58,8 +62,11 @@ fn link_by_qr_restart_and_logout() {
     );
 
     // Logout unlinks on fakewa's side and returns to unlinked (then a new QR).
-    let out = mcp.text("logout");
-    assert!(out.contains("Logged out"), "{out}");
+    let key = r#"{"idempotency_key":"logout-1"}"#;
+    let first = mcp.call("logout", key);
+    let out = first.path("content.0.text").str().unwrap_or_default();
+    assert!(out.contains("Logged out"), "{first:?}");
+    assert!(first.path("content.1.text").str().is_none(), "{first:?}");
     let status = mcp.text("check_auth_status");
     assert!(
         status.contains("state: unlinked") || status.contains("state: waiting_for_qr"),
@@ -74,8 +81,41 @@ fn link_by_qr_restart_and_logout() {
     assert!(!devices.contains(&device), "{device} still in {devices:?}");
     // A fresh device offers a new QR code.
     wait_qr(&mcp);
+    // The same key again: the first answer, replayed, and no second logout.
+    let replay = mcp.call("logout", key);
+    assert_eq!(
+        replay.path("content.0.text").str().as_deref(),
+        Some(out.as_str())
+    );
+    let note = replay.path("content.1.text").str().unwrap_or_default();
+    assert!(note.starts_with("Replayed"), "{replay:?}");
     let again = mcp.text("logout");
     assert!(again.contains("No account was linked"), "{again}");
+
+    // Link a new device, then replay the old key: the answer is the stored one and the new
+    // device stays linked, so no logout ran.
+    let new_device = link(&fw, &mcp);
+    assert_ne!(new_device, device);
+    let replay = mcp.call("logout", key);
+    assert_eq!(
+        replay.path("content.0.text").str().as_deref(),
+        Some(out.as_str())
+    );
+    assert!(
+        replay
+            .path("content.1.text")
+            .str()
+            .unwrap_or_default()
+            .starts_with("Replayed"),
+        "{replay:?}"
+    );
+    let status = mcp.text("check_auth_status");
+    assert!(is_connected(&status), "{status}");
+    assert!(logged_in(&fw, &new_device), "{new_device} was logged out");
+    assert!(
+        companions(&fw, &account_of(&new_device)).contains(&new_device),
+        "{new_device} was removed"
+    );
 }
 
 #[test]

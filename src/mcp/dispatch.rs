@@ -366,6 +366,7 @@ mod tests {
             auto_select_contact: false,
             store,
             engine: None,
+            idempotency_ttl_ms: crate::store::idempotency::DEFAULT_TTL_MS,
         };
         Dispatcher::new(Registry::with_tools(vec![tool], env))
     }

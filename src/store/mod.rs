@@ -22,6 +22,7 @@
 
 pub mod codec;
 pub mod demo;
+pub mod idempotency;
 pub mod jid;
 pub mod jsonl;
 pub mod model;

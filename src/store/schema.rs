@@ -19,7 +19,7 @@
 //! | `lid_to_pn` / `pn_to_lid` | LID JID / PN JID | the other JID |
 //! | `groups` | group JID | `GroupRow` |
 //! | `group_members` | (group JID, member JID) | admin role (`""`, `admin`, `superadmin`) |
-//! | `idempotency` | key | record (send issue) |
+//! | `idempotency` | key | `idempotency::Record` {op, fingerprint, result, expires_at} |
 //! | `send_log` | sequence | entry (send issue) |
 //!
 //! The search index has its own tables, listed in `search.rs`; whatsapp-rust's storage backend

@@ -2,9 +2,11 @@
 //! `request_pairing_code`.
 //!
 //! Owns: the tools that link, inspect, resync and unlink the WhatsApp account, and rendering the
-//! QR payload as a PNG (qrcodegen for the matrix, the `png` crate for the encoding). Must not:
-//! talk to WhatsApp directly or touch the store; it asks the engine facade
-//! (`crate::wa::engine`), which speaks plain data.
+//! QR payload as a PNG (qrcodegen for the matrix, the `png` crate for the encoding), and
+//! `logout`'s `idempotency_key` (its answer is kept in the store's `idempotency` table for
+//! `WA_IDEMPOTENCY_TTL_MS` and replayed to a repeat). Must not: talk to WhatsApp directly or
+//! touch the store beyond that table; it asks the engine facade (`crate::wa::engine`), which
+//! speaks plain data.
 
 use super::{Annotations, Content, Param, Tool, ToolCall, ToolResult};
 use crate::wa::engine::{Engine, EngineState, Snapshot};
@@ -272,25 +274,79 @@ async fn force_resync(call: ToolCall) -> ToolResult {
     }
 }
 
+/// The note added when a logout answer is replayed from its idempotency record.
+const REPLAYED: &str = "Replayed: this idempotency_key was already used by an earlier logout; its \
+                        result is returned above and no second logout was performed.";
+
 async fn logout(call: ToolCall) -> ToolResult {
-    // idempotency_key is accepted; a repeated logout is harmless either way (it finds nothing
-    // linked the second time).
+    // A replay needs no engine: the answer comes from the store.
+    let key = call.args.str("idempotency_key").map(str::to_string);
+    let now = crate::store::idempotency::now_ms();
+    if let Some(key) = key.clone() {
+        let found = call
+            .env
+            .store
+            .read(move |txn| crate::store::idempotency::get(txn, &key, now))
+            .await;
+        match found {
+            Ok(Some(record)) if record.op == "logout" => {
+                return ToolResult {
+                    content: vec![Content::Text(record.result), Content::Text(REPLAYED.into())],
+                    is_error: false,
+                };
+            }
+            Ok(Some(record)) => {
+                return ToolResult::error(format!(
+                    "this idempotency_key was already used by {}; use a new key for logout",
+                    record.op
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => return ToolResult::error(format!("could not read the idempotency key: {e}")),
+        }
+    }
     let engine = match engine(&call) {
         Ok(e) => e,
         Err(r) => return r,
     };
-    match engine.logout().await {
-        Ok(true) => ToolResult::text(
-            "Logged out: the device was unlinked from the WhatsApp account and the local keys \
-             were deleted; stored chats and messages are kept. Link again with get_qr_code or \
-             request_pairing_code.",
-        ),
-        Ok(false) => ToolResult::text(format!(
+    let text = match engine.logout().await {
+        Ok(true) => "Logged out: the device was unlinked from the WhatsApp account and the local \
+                     keys were deleted; stored chats and messages are kept. Link again with \
+                     get_qr_code or request_pairing_code."
+            .to_string(),
+        Ok(false) => format!(
             "No account was linked (state: {}); nothing to log out.",
             engine.snapshot().state.name()
-        )),
-        Err(e) => ToolResult::error(e),
+        ),
+        Err(e) => return ToolResult::error(e),
+    };
+    if let Some(key) = key {
+        let record = crate::store::idempotency::Record {
+            op: "logout".into(),
+            fingerprint: "logout".into(),
+            result: text.clone(),
+            expires_at: now.saturating_add(call.env.idempotency_ttl_ms),
+        };
+        let stored = call
+            .env
+            .store
+            .write(move |txn| crate::store::idempotency::put(txn, &key, &record))
+            .await;
+        if let Err(e) = stored {
+            // The logout itself happened; say so, and that a retry is not protected.
+            return ToolResult {
+                content: vec![
+                    Content::Text(text),
+                    Content::Text(format!(
+                        "Note: the idempotency_key could not be stored ({e}); a retry with it \
+                         would run logout again."
+                    )),
+                ],
+                is_error: false,
+            };
+        }
     }
+    ToolResult::text(text)
 }
 
 #[cfg(test)]
@@ -322,5 +378,70 @@ mod tests {
             }
         }
         assert_eq!(buf[0], 255, "the quiet zone is white");
+    }
+
+    struct NoProgress;
+    impl crate::tools::ProgressSink for NoProgress {
+        fn report(&self, _progress: f64, _total: Option<f64>, _message: Option<&str>) {}
+    }
+
+    fn texts(reg: &crate::tools::Registry, args: &str) -> (bool, Vec<String>) {
+        let args = crate::json::parse(args).unwrap();
+        let r = smol::block_on(reg.call("logout", Some(&args), std::sync::Arc::new(NoProgress)))
+            .unwrap();
+        let texts = r
+            .content
+            .iter()
+            .map(|c| match c {
+                super::Content::Text(t) => t.clone(),
+                other => panic!("not text: {other:?}"),
+            })
+            .collect();
+        (r.is_error, texts)
+    }
+
+    #[test]
+    fn logout_replays_a_stored_answer_and_ignores_an_expired_one() {
+        use crate::store::idempotency::{Record, now_ms, put};
+        let store = crate::store::Store::open_in_memory().unwrap();
+        let live = Record {
+            op: "logout".into(),
+            fingerprint: "logout".into(),
+            result: "Logged out: earlier".into(),
+            expires_at: now_ms() + 60_000,
+        };
+        let expired = Record {
+            expires_at: now_ms().saturating_sub(1),
+            ..live.clone()
+        };
+        let sent = Record {
+            op: "send_message".into(),
+            ..live.clone()
+        };
+        store
+            .write_blocking(move |txn| {
+                put(txn, "live", &live)?;
+                put(txn, "old", &expired)?;
+                put(txn, "sent", &sent)
+            })
+            .unwrap();
+        let reg = crate::tools::Registry::new(crate::tools::ToolEnv {
+            read_only: false,
+            auto_select_contact: false,
+            store,
+            engine: None,
+            idempotency_ttl_ms: crate::store::idempotency::DEFAULT_TTL_MS,
+        });
+        // A live record: the stored text unchanged, then the replay note; no engine is needed.
+        let (err, t) = texts(&reg, r#"{"idempotency_key":"live"}"#);
+        assert!(!err, "{t:?}");
+        assert_eq!(t[0], "Logged out: earlier");
+        assert!(t[1].starts_with("Replayed"), "{t:?}");
+        // An expired record is ignored: the call goes to the engine (absent here).
+        let (err, t) = texts(&reg, r#"{"idempotency_key":"old"}"#);
+        assert!(err && t[0].contains("engine is not running"), "{t:?}");
+        // A key used by another tool is refused.
+        let (err, t) = texts(&reg, r#"{"idempotency_key":"sent"}"#);
+        assert!(err && t[0].contains("send_message"), "{t:?}");
     }
 }

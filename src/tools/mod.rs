@@ -390,6 +390,8 @@ pub struct ToolEnv {
     pub store: crate::store::Store,
     /// The WhatsApp engine; `None` where none runs (unit tests, benches).
     pub engine: Option<crate::wa::engine::Engine>,
+    /// `WA_IDEMPOTENCY_TTL_MS`: how long an `idempotency_key`'s answer is replayed.
+    pub idempotency_ttl_ms: u64,
 }
 
 /// One call in flight: arguments plus the environment and a progress reporter.

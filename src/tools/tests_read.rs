@@ -163,6 +163,7 @@ fn registry(store: Store, auto_select_contact: bool) -> Registry {
         auto_select_contact,
         store,
         engine: None,
+        idempotency_ttl_ms: crate::store::idempotency::DEFAULT_TTL_MS,
     })
 }
 

@@ -91,6 +91,7 @@ mod tests {
             auto_select_contact: false,
             store,
             engine: None,
+            idempotency_ttl_ms: crate::store::idempotency::DEFAULT_TTL_MS,
         })
     }
 

@@ -221,6 +221,71 @@ pub fn wait_qr(mcp: &Mcp) -> String {
     )
 }
 
+/// get_qr_code until it returns the image; returns the PNG bytes and the raw payload block.
+pub fn wait_qr_image(mcp: &Mcp) -> (Vec<u8>, String) {
+    use base64::Engine as _;
+    wait_for(
+        "a QR image from get_qr_code",
+        Duration::from_secs(30),
+        || {
+            let result = mcp.call("get_qr_code", "{}");
+            let content = result.get("content");
+            if content.path("0.type").str().as_deref() != Some("image") {
+                std::thread::sleep(Duration::from_millis(50));
+                return None;
+            }
+            let data = content.path("0.data").str().unwrap_or_default();
+            let png = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .expect("the image block is base64");
+            Some((png, content.path("1.text").str().expect("a payload block")))
+        },
+    )
+}
+
+/// Decodes a QR code PNG back to its text: the PNG to 8-bit luma (any color type or bit depth),
+/// then rqrr finds and reads the code.
+pub fn decode_qr_png(png_bytes: &[u8]) -> String {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    // Palette and low bit depths expand to 8 bits per sample; 16-bit samples are cut to 8.
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().expect("a PNG header");
+    let mut buf = vec![0; reader.output_buffer_size().expect("a frame size")];
+    let info = reader.next_frame(&mut buf).expect("a PNG frame");
+    let (w, h) = (info.width as usize, info.height as usize);
+    let channels = match info.color_type {
+        png::ColorType::Grayscale => 1,
+        png::ColorType::GrayscaleAlpha => 2,
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        png::ColorType::Indexed => panic!("EXPAND leaves no indexed color"),
+    };
+    assert_eq!(
+        info.bit_depth,
+        png::BitDepth::Eight,
+        "after EXPAND | STRIP_16"
+    );
+    let luma = |x: usize, y: usize| -> u8 {
+        let px = &buf[(y * info.line_size) + x * channels..][..channels];
+        let (v, alpha) = match channels {
+            1 => (px[0] as u32, 255),
+            2 => (px[0] as u32, px[1] as u32),
+            // ITU-R BT.601 weights.
+            _ => (
+                (299 * px[0] as u32 + 587 * px[1] as u32 + 114 * px[2] as u32) / 1000,
+                if channels == 4 { px[3] as u32 } else { 255 },
+            ),
+        };
+        // Composite over white, as a viewer would show it.
+        ((v * alpha + 255 * (255 - alpha)) / 255) as u8
+    };
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, luma);
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in the image");
+    let (_meta, text) = grids[0].decode().expect("the QR code decodes");
+    text
+}
+
 /// Links the product by QR and waits until it is connected; returns the device JID.
 pub fn link(fw: &FakeWa, mcp: &Mcp) -> String {
     let qr = wait_qr(mcp);
