@@ -16,6 +16,18 @@
 //! [`DEFAULT_VERSION`]. Once connected to WhatsApp Web, the engine fetches the current version
 //! from `sw.js` in the background and caches it for the next client; linking never waits on it.
 //!
+//! Events: [`Engine::subscribe`] hands out one ordered stream of [`EngineEvent`]s. Every event
+//! the client emits is forwarded, from the synchronous part of its event handler, in the order
+//! the client emits them, together with a `state_changed` event each time the state name changes
+//! (sent under the state lock, so those follow the order of the state transitions). The channels
+//! are unbounded: the handler only ever `try_send`s, so it never blocks or waits on a slow
+//! consumer, and no event (a history sync, a receipt) is lost while the consumer catches up; the
+//! price is memory if a subscriber stops draining, so a subscriber must keep reading or drop its
+//! receiver. Each subscriber gets every event from the moment it subscribed; a dropped receiver
+//! is forgotten on the next send, and with no subscriber an event costs one lock and nothing is
+//! built. [`EngineEvent`] is plain data; the raw whatsapp-rust event rides along in a
+//! crate-private field for ingest inside `src/wa`.
+//!
 //! Must not: block its caller (starting only spawns; a failed connection is retried in the
 //! background by the client's own run loop, and a client that cannot be built is retried by the
 //! supervisor with a backoff); hand whatsapp-rust types to the rest of the app.
@@ -103,6 +115,46 @@ impl EngineState {
     }
 }
 
+/// One event on the [`Engine::subscribe`] stream.
+#[derive(Debug, Clone)]
+pub struct EngineEvent {
+    /// What happened: `state_changed`, or the client event's kind (`pairing_qr`, `pairing_code`,
+    /// `pair_success`, `pair_error`, `connected`, `disconnected`, `logged_out`, `messages`,
+    /// `receipt`, `history_sync`, `offline_sync_completed`, `temporary_ban`, `connect_failure`,
+    /// `stream_replaced`, `client_outdated`, `other`).
+    pub kind: &'static str,
+    /// When the engine saw it, in epoch milliseconds.
+    pub at_ms: i64,
+    /// The new state, for `state_changed`.
+    pub state: Option<EngineState>,
+    /// The client's own event (shared, not copied), for ingest inside `src/wa`; `None` for
+    /// `state_changed`.
+    #[allow(dead_code, reason = "read by ingest (src/wa/ingest.rs), a later issue")]
+    pub(crate) raw: Option<Arc<Event>>,
+}
+
+/// The [`EngineEvent::kind`] name of a client event.
+fn event_kind(ev: &Event) -> &'static str {
+    match ev {
+        Event::PairingQrCode(_) => "pairing_qr",
+        Event::PairingCode(_) => "pairing_code",
+        Event::PairSuccess(_) => "pair_success",
+        Event::PairError(_) => "pair_error",
+        Event::Connected(_) => "connected",
+        Event::Disconnected(_) => "disconnected",
+        Event::LoggedOut(_) => "logged_out",
+        Event::Messages(_) => "messages",
+        Event::Receipt(_) => "receipt",
+        Event::HistorySync(_) => "history_sync",
+        Event::OfflineSyncCompleted(_) => "offline_sync_completed",
+        Event::TemporaryBan(_) => "temporary_ban",
+        Event::ConnectFailure(_) => "connect_failure",
+        Event::StreamReplaced(_) => "stream_replaced",
+        Event::ClientOutdated(_) => "client_outdated",
+        _ => "other",
+    }
+}
+
 /// A pair code to type on the phone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairCode {
@@ -163,6 +215,8 @@ struct Inner {
     /// Wakes a supervisor that waits after a remote logout (someone asked to link again).
     relink_tx: async_channel::Sender<()>,
     relink_rx: async_channel::Receiver<()>,
+    /// The [`Engine::subscribe`] streams (unbounded; see the module doc).
+    subscribers: Mutex<Vec<async_channel::Sender<EngineEvent>>>,
 }
 
 /// The engine. Cheap to clone.
@@ -186,6 +240,14 @@ impl Engine {
     /// Checks the configuration (URL, proxy, CA file) and starts the supervisor in the
     /// background. Never waits for WhatsApp.
     pub fn start(store: Store, config: EngineConfig) -> Result<Engine, String> {
+        let engine = Engine::new(store, config)?;
+        let supervisor = engine.clone();
+        crate::runtime::spawn(async move { supervisor.supervise().await }).detach();
+        Ok(engine)
+    }
+
+    /// Checks the configuration and builds the engine without starting anything.
+    fn new(store: Store, config: EngineConfig) -> Result<Engine, String> {
         // Fail early on a bad URL, proxy or CA file; the supervisor rebuilds these per client.
         transport_factory(&config)?;
         http_client(&config)?;
@@ -212,11 +274,40 @@ impl Engine {
                 client: Mutex::new(None),
                 relink_tx,
                 relink_rx,
+                subscribers: Mutex::new(Vec::new()),
             }),
         };
-        let supervisor = engine.clone();
-        crate::runtime::spawn(async move { supervisor.supervise().await }).detach();
         Ok(engine)
+    }
+
+    /// One ordered stream of everything the engine sees from now on: each client event in the
+    /// order the client emits it, and a `state_changed` event on each state change. Unbounded
+    /// (the client's handler never waits on it); keep draining it, or drop it to unsubscribe.
+    pub fn subscribe(&self) -> async_channel::Receiver<EngineEvent> {
+        let (tx, rx) = async_channel::unbounded();
+        lock(&self.inner.subscribers).push(tx);
+        rx
+    }
+
+    /// Sends `build()` to every subscriber without waiting; forgets closed ones. Builds nothing
+    /// when there is no subscriber.
+    fn emit(&self, build: impl FnOnce() -> EngineEvent) {
+        let mut subs = lock(&self.inner.subscribers);
+        if subs.is_empty() {
+            return;
+        }
+        let event = build();
+        subs.retain(|tx| tx.try_send(event.clone()).is_ok());
+    }
+
+    /// Forwards a client event to the subscribers.
+    fn forward(&self, ev: &Arc<Event>) {
+        self.emit(|| EngineEvent {
+            kind: event_kind(ev),
+            at_ms: now_ms(),
+            state: None,
+            raw: Some(ev.clone()),
+        });
     }
 
     /// The current state.
@@ -292,9 +383,11 @@ impl Engine {
             code,
             expires_at: now_ms() + PAIR_CODE_VALIDITY.as_millis() as i64,
         };
-        let mut shared = lock(&self.inner.shared);
-        shared.snap.pair_code = Some(pair.clone());
-        shared.snap.state = EngineState::Pairing;
+        let shown = pair.clone();
+        self.update(|s| {
+            s.snap.pair_code = Some(shown);
+            s.snap.state = EngineState::Pairing;
+        });
         Ok(pair)
     }
 
@@ -356,8 +449,21 @@ impl Engine {
         Ok(true)
     }
 
+    /// Changes the shared state; emits `state_changed` (under the state lock, so in transition
+    /// order) when the state name changed.
     fn update(&self, f: impl FnOnce(&mut Shared)) {
-        f(&mut lock(&self.inner.shared));
+        let mut shared = lock(&self.inner.shared);
+        let before = shared.snap.state;
+        f(&mut shared);
+        let after = shared.snap.state;
+        if after != before {
+            self.emit(|| EngineEvent {
+                kind: "state_changed",
+                at_ms: now_ms(),
+                state: Some(after),
+                raw: None,
+            });
+        }
     }
 
     /// Builds, runs and rebuilds clients forever.
@@ -441,6 +547,7 @@ impl Engine {
             })
             .with_push_name(config.push_name.clone())
             .on_event(move |ev, client| {
+                events.forward(&ev);
                 events.on_event(&ev, &client);
                 async {}
             })
@@ -862,6 +969,50 @@ mod tests {
             t.starts_with("WhatsApp is not connected (state: connecting): "),
             "{t}"
         );
+    }
+
+    #[test]
+    fn subscribe_streams_events_and_state_changes_in_order() {
+        use whatsapp_rust::types::events::Connected;
+        let config = EngineConfig {
+            ws_url: Some("ws://127.0.0.1:9/ws/chat".into()),
+            proxy: None,
+            extra_ca: None,
+            version: None,
+            push_name: "test".into(),
+        };
+        let engine = Engine::new(Store::open_in_memory().unwrap(), config).unwrap();
+        // No subscriber: nothing is built or kept.
+        engine.update(|s| s.snap.state = EngineState::Connecting);
+        let rx = engine.subscribe();
+        engine.update(|s| s.snap.state = EngineState::WaitingForQr);
+        engine.update(|s| s.snap.last_error = Some("no state change".into()));
+        engine.update(|s| s.snap.state = EngineState::WaitingForQr);
+        engine.forward(&Arc::new(Event::Connected(Connected::builder().build())));
+        engine.update(|s| s.snap.state = EngineState::Connected);
+        let got: Vec<(&str, Option<EngineState>, bool)> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| (e.kind, e.state, e.raw.is_some()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("state_changed", Some(EngineState::WaitingForQr), false),
+                ("connected", None, true),
+                ("state_changed", Some(EngineState::Connected), false),
+            ]
+        );
+        // A second subscriber sees only what follows; a dropped one is forgotten.
+        let rx2 = engine.subscribe();
+        drop(rx);
+        engine.update(|s| s.snap.state = EngineState::Pairing);
+        assert_eq!(lock(&engine.inner.subscribers).len(), 1);
+        let e = rx2.try_recv().unwrap();
+        assert_eq!(
+            (e.kind, e.state),
+            ("state_changed", Some(EngineState::Pairing))
+        );
+        assert!(e.at_ms > 0);
+        assert!(rx2.try_recv().is_err());
     }
 
     #[test]
