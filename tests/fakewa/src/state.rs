@@ -89,6 +89,9 @@ pub struct Account {
     pub keys: HashMap<u32, DeviceKeys>,
     /// The app-state sync key the phone shares with new companions.
     pub app_key: AppStateKey,
+    /// App-state patches the account's devices uploaded, opaque, by collection name; the
+    /// patch at index i has version i + 1.
+    pub app_state: HashMap<String, Vec<Vec<u8>>>,
 }
 
 /// A device's Signal keys as uploaded: registration id, identity, signed prekey and the
@@ -162,6 +165,7 @@ struct Counters {
     pair_code_attempts: u64,
     logins: u64,
     scans: u64,
+    app_state_patches: u64,
 }
 
 #[derive(Default)]
@@ -258,6 +262,7 @@ impl State {
                 key_data: random_bytes(32),
                 timestamp_ms: now_secs() as i64 * 1000,
             },
+            app_state: HashMap::new(),
         });
         g.accounts.len() - 1
     }
@@ -1085,44 +1090,128 @@ impl State {
         true
     }
 
-    /// `w:sync:app:state`: every requested collection is answered empty, except a first
-    /// sync (version 0) of `critical_block`, which gets one patch (version 1) setting the
-    /// account's push name (`setting_pushName`), encrypted with the shared app-state key.
+    /// `w:sync:app:state`. A `<collection>` carrying a `<patch>` is an upload: the patch is
+    /// stored (opaque) as the collection's next version and the account's other logged-in
+    /// devices get a `server_sync` notification. Any other `<collection version=V>` is a
+    /// fetch: the stored patches newer than V, at the collection's current version. A
+    /// first sync (version 0) of a `critical_block` with nothing stored gets one patch
+    /// (version 1) setting the account's push name (`setting_pushName`), encrypted with
+    /// the shared app-state key.
     pub fn app_state_sync(&self, conn: u64, node: &Node) -> Node {
-        let g = self.lock();
-        let account = Self::logged_in(&g, conn).map(|(a, _)| &g.accounts[a]);
-        let collections: Vec<Node> = node
+        let mut g = self.lock();
+        let who = Self::logged_in(&g, conn);
+        let requested: Vec<Node> = node
             .get_optional_child("sync")
-            .map(|s| s.get_children_by_tag("collection").collect::<Vec<_>>())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| {
-                let name = c
-                    .attrs
-                    .get("name")
-                    .map(|v| v.to_string())
-                    .unwrap_or_default();
-                let version = c
-                    .attrs
-                    .get("version")
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "0".into());
-                let mut out = NodeBuilder::new("collection").attr("name", name.clone());
-                match account {
-                    Some(a) if name == "critical_block" && version == "0" => {
-                        out = out
-                            .attr("version", "1")
-                            .children([NodeBuilder::new("patches")
-                                .children([NodeBuilder::new("patch")
-                                    .bytes(push_name_patch(a, &name))
-                                    .build()])
-                                .build()]);
-                    }
-                    _ => out = out.attr("version", version),
+            .map(|s| s.get_children_by_tag("collection").cloned().collect())
+            .unwrap_or_default();
+        let mut changed: Vec<(String, usize)> = Vec::new();
+        let mut collections = Vec::new();
+        for c in &requested {
+            let name = c
+                .attrs
+                .get("name")
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let version: usize = c
+                .attrs
+                .get("version")
+                .and_then(|v| v.to_string().parse().ok())
+                .unwrap_or(0);
+            let out = NodeBuilder::new("collection").attr("name", name.clone());
+            let Some((a, _)) = who else {
+                collections.push(out.attr("version", version.to_string()).build());
+                continue;
+            };
+            if let Some(patch) = node_bytes(c.get_optional_child("patch")) {
+                let stored = g.accounts[a].app_state.entry(name.clone()).or_default();
+                if version < stored.len() {
+                    // A stale base: WhatsApp's 409, and the client fetches and rebuilds.
+                    collections.push(
+                        out.attr("type", "error")
+                            .attr("version", stored.len().to_string())
+                            .attr("has_more_patches", "true")
+                            .children([NodeBuilder::new("error")
+                                .attr("code", "409")
+                                .attr("text", "conflict")
+                                .build()])
+                            .build(),
+                    );
+                    continue;
                 }
+                stored.push(patch);
+                let current = stored.len();
+                g.counters.app_state_patches += 1;
+                changed.push((name.clone(), current));
+                collections.push(out.attr("version", current.to_string()).build());
+                continue;
+            }
+            let account = &g.accounts[a];
+            let stored = account
+                .app_state
+                .get(&name)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            if stored.is_empty() && name == "critical_block" && version == 0 {
+                collections.push(
+                    out.attr("version", "1")
+                        .children([NodeBuilder::new("patches")
+                            .children([NodeBuilder::new("patch")
+                                .bytes(push_name_patch(account, &name))
+                                .build()])
+                            .build()])
+                        .build(),
+                );
+                continue;
+            }
+            let current = stored.len().max(version);
+            let newer: Vec<Node> = stored
+                .iter()
+                .enumerate()
+                .skip(version)
+                .map(|(i, p)| {
+                    NodeBuilder::new("patch")
+                        .bytes(with_patch_version(p, i as u64 + 1))
+                        .build()
+                })
+                .collect();
+            let out = out.attr("version", current.to_string());
+            collections.push(if newer.is_empty() {
                 out.build()
-            })
-            .collect();
+            } else {
+                out.children([NodeBuilder::new("patches").children(newer).build()])
+                    .build()
+            });
+        }
+        if let Some((a, _)) = who
+            && !changed.is_empty()
+        {
+            let targets: Vec<async_channel::Sender<Outgoing>> = g
+                .conns
+                .iter()
+                .filter(|(id, c)| {
+                    **id != conn && c.phase == Phase::LoggedIn && c.account == Some(a)
+                })
+                .map(|(_, c)| c.tx.clone())
+                .collect();
+            for tx in targets {
+                let id = Self::next_id(&mut g, "ss");
+                let notification = NodeBuilder::new("notification")
+                    .attrs([
+                        ("from", "s.whatsapp.net".to_string()),
+                        ("type", "server_sync".to_string()),
+                        ("id", id),
+                        ("t", now_secs().to_string()),
+                    ])
+                    .children(changed.iter().map(|(name, version)| {
+                        NodeBuilder::new("collection")
+                            .attr("name", name.clone())
+                            .attr("version", version.to_string())
+                            .build()
+                    }))
+                    .build();
+                let _ = tx.try_send(Outgoing::Node(notification));
+            }
+        }
         NodeBuilder::new("sync").children(collections).build()
     }
 
@@ -1140,6 +1229,11 @@ impl State {
                     .iter()
                     .map(|(d, k)| (a.device_jid(*d), json!(k.prekeys.len())))
                     .collect();
+                let app_state: serde_json::Map<String, Value> = a
+                    .app_state
+                    .iter()
+                    .map(|(name, patches)| (name.clone(), json!(patches.len())))
+                    .collect();
                 json!({
                     "jid": a.jid(),
                     "number": a.number,
@@ -1147,6 +1241,7 @@ impl State {
                     "push_name": a.push_name,
                     "devices": devices,
                     "prekeys": prekeys,
+                    "app_state": app_state,
                 })
             })
             .collect();
@@ -1182,6 +1277,7 @@ impl State {
                 "pair_code_attempts": g.counters.pair_code_attempts,
                 "logins": g.counters.logins,
                 "scans": g.counters.scans,
+                "app_state_patches": g.counters.app_state_patches,
             },
         })
     }
@@ -1233,6 +1329,20 @@ fn push_name_patch(a: &Account, collection: &str) -> Vec<u8> {
     };
     patch.patch_mac = Some(generate_patch_mac(&patch, collection, &keys.patch_mac, 1));
     patch.encode_to_vec()
+}
+
+/// A stored patch as served: the client uploads it without a version (the server assigns
+/// one), so the `SyncdPatch.version` field is set; nothing else is read or changed.
+fn with_patch_version(patch: &[u8], version: u64) -> Vec<u8> {
+    match wa::SyncdPatch::decode_from_slice(patch) {
+        Ok(mut p) => {
+            p.version = buffa::MessageField::some(wa::SyncdVersion {
+                version: Some(version),
+            });
+            p.encode_to_vec()
+        }
+        Err(_) => patch.to_vec(),
+    }
 }
 
 async fn wait_done(
