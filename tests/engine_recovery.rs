@@ -69,6 +69,45 @@ fn reconnects_by_itself_after_fakewa_drops_the_connection() {
 }
 
 #[test]
+fn restart_builds_a_fresh_client_over_the_same_keys() {
+    let fw = start_fakewa();
+    let server = start_product(&fw, TempDir::new("restart"), "recover-restart");
+    let mcp = Mcp::open(&server);
+    let device = link(&fw, &mcp);
+    wait_for(
+        "fakewa sees the device logged in",
+        Duration::from_secs(30),
+        || logged_in(&fw, &device).then_some(()),
+    );
+    let pairings = counter(&fw, "pairing_attempts");
+    let logins = counter(&fw, "logins");
+    let r = server.request(
+        "POST",
+        "/api/restart-wa",
+        &[("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json().get("restarted").bool(), Some(true), "{}", r.text());
+    wait_for(
+        "the device logged in again after the restart",
+        Duration::from_secs(30),
+        || (counter(&fw, "logins") > logins && logged_in(&fw, &device)).then_some(()),
+    );
+    mcp.wait_connected("state: connected after the restart", 30);
+    assert_eq!(
+        counter(&fw, "pairing_attempts"),
+        pairings,
+        "a restart must not pair again"
+    );
+    assert_eq!(
+        companions(&fw, &account_of(&device)),
+        vec![device.clone()],
+        "a restart must not add a device"
+    );
+}
+
+#[test]
 fn repeated_drops_each_reconnect() {
     let fw = start_fakewa();
     let server = start_product(&fw, TempDir::new("redrop"), "recover-redrop");

@@ -94,6 +94,7 @@ async fn route(app: &App, req: Request, local: SocketAddr) -> Handled {
             }
             match (m, p) {
                 (Method::Get, "/api/status") => done(status(app).await),
+                (Method::Post, "/api/restart-wa") => done(restart_wa(app).await),
                 _ => done(reply::error(404, &format!("no API endpoint {m} {p}"))),
             }
         }
@@ -202,4 +203,23 @@ fn healthz(app: &App) -> Response {
             ("timestamp", json::int(now_ms())),
         ]),
     )
+}
+
+/// `POST /api/restart-wa`: drops the WhatsApp connection and builds a fresh client over the same
+/// keys and history (the admin page's restart; a way out of a stuck connection).
+async fn restart_wa(app: &App) -> Response {
+    match &app.engine {
+        None => reply::error(503, "the WhatsApp engine is not running in this process"),
+        Some(engine) => {
+            let restarted = engine.restart().await;
+            reply::json(
+                200,
+                &json::obj([
+                    ("ok", json::bool(true)),
+                    ("restarted", json::bool(restarted)),
+                    ("state", json::s(engine.snapshot().state.name())),
+                ]),
+            )
+        }
+    }
 }

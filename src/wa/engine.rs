@@ -333,6 +333,20 @@ impl Engine {
             .map_err(|e| format!("counting the store: {e}"))
     }
 
+    /// Drops the current connection; the supervisor then builds a fresh client over the same
+    /// redb state (keys, history), as it does after any stop. False when no client is running.
+    pub async fn restart(&self) -> bool {
+        let client = lock(&self.inner.client).clone();
+        match client {
+            Some(c) => {
+                log::info!("whatsapp: restart requested; reconnecting with a fresh client");
+                c.disconnect().await;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Asks a supervisor that stopped after a remote logout to build a new device (a new QR).
     pub fn relink(&self) {
         let _ = self.inner.relink_tx.try_send(());
