@@ -158,6 +158,18 @@ fn tools_answer_while_whatsapp_is_unreachable() {
         "dbContacts",
         "lastDisconnectReason",
         "lastDisconnectAt",
+        "lastHistorySyncAt",
+        "lastChatsSyncAt",
+        "lastMessagesSyncAt",
+        "warmupAttempts",
+        "warmupInProgress",
+        "lastRecoveryReason",
+        "lastRecoveryAt",
+        "syncRecoveryAttempts",
+        "syncRecoveryInProgress",
+        "autoDownload",
+        "messageIndex",
+        "recovery",
         "timestamp",
         "state",
     ] {
@@ -167,6 +179,8 @@ fn tools_answer_while_whatsapp_is_unreachable() {
         );
     }
     assert_eq!(api.get("dbMessages").num(), Some(0.0));
+    assert_eq!(api.path("recovery.reconnecting").bool(), Some(false));
+    assert_eq!(api.path("messageIndex.messageCount").num(), Some(0.0));
     assert!(
         api.get("timestamp").num().unwrap_or(0.0) > 1.0e12,
         "ms: {api:?}"

@@ -174,8 +174,44 @@ async fn status(app: &App) -> Response {
             ("dbMessages", json::int(counts.messages as i64)),
             ("dbMedia", json::int(counts.media as i64)),
             ("dbContacts", json::int(counts.contacts as i64)),
-            ("lastDisconnectReason", last_reason),
-            ("lastDisconnectAt", last_at),
+            ("lastDisconnectReason", last_reason.clone()),
+            ("lastDisconnectAt", last_at.clone()),
+            // History sync, warmups, sync recovery and auto-download are not built yet: these
+            // report what is true today (nothing happened), with the original's keys.
+            ("lastHistorySyncAt", json::Value::Null),
+            ("lastChatsSyncAt", json::Value::Null),
+            ("lastMessagesSyncAt", json::Value::Null),
+            ("warmupAttempts", json::int(0)),
+            ("warmupInProgress", json::bool(false)),
+            ("lastRecoveryReason", json::Value::Null),
+            ("lastRecoveryAt", json::Value::Null),
+            ("syncRecoveryAttempts", json::int(0)),
+            ("syncRecoveryInProgress", json::bool(false)),
+            (
+                "autoDownload",
+                json::obj([
+                    ("inFlight", json::int(0)),
+                    ("queued", json::int(0)),
+                    ("enabled", json::bool(false)),
+                ]),
+            ),
+            (
+                "messageIndex",
+                json::obj([
+                    ("messageCount", json::int(counts.messages as i64)),
+                    ("chatCount", json::int(counts.chats as i64)),
+                ]),
+            ),
+            (
+                "recovery",
+                json::obj([
+                    ("reconnecting", json::bool(state == "connecting")),
+                    ("lastDisconnectReason", last_reason),
+                    ("lastDisconnectAt", last_at),
+                    ("syncRecoveryInProgress", json::bool(false)),
+                    ("syncRecoveryAttempts", json::int(0)),
+                ]),
+            ),
             ("mcpSessions", json::int(app.mcp.sessions.len() as i64)),
             (
                 "uptimeMs",
