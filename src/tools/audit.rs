@@ -312,54 +312,55 @@ fn pick(members: &[Member], keep: impl Fn(&Member) -> bool) -> Vec<Value> {
 }
 
 async fn analyze_group_overlaps(call: ToolCall) -> ToolResult {
-    let a = audit_args(&call);
     let min = threshold(&call, "min_shared_groups", 2, 2);
-    views::answer(&call, "Error analyzing group overlaps".into(), move |v| {
-        let m = build_matrix(v, a.group_limit)?;
-        let overlaps = pick(&m.members, |x| x.groups.len() >= min);
-        Ok(Ok(with_note(
-            json::obj([
-                ("groupsProcessed", json::int(m.groups_processed as i64)),
-                ("totalMembers", json::int(m.members.len() as i64)),
-                ("overlaps", json::arr(overlaps)),
-            ]),
-            a.refresh,
-        )))
-    })
+    member_list(
+        call,
+        "Error analyzing group overlaps",
+        "overlaps",
+        move |x| x.groups.len() >= min,
+    )
     .await
 }
 
 async fn find_members_without_direct_chat(call: ToolCall) -> ToolResult {
-    let a = audit_args(&call);
     let min = threshold(&call, "min_shared_groups", 1, 1);
-    let failure = "Error finding members without direct chat".to_string();
-    views::answer(&call, failure, move |v| {
-        let m = build_matrix(v, a.group_limit)?;
-        let members = pick(&m.members, |x| !x.has_direct_chat && x.groups.len() >= min);
-        Ok(Ok(with_note(
-            json::obj([
-                ("groupsProcessed", json::int(m.groups_processed as i64)),
-                ("totalMembers", json::int(m.members.len() as i64)),
-                ("members", json::arr(members)),
-            ]),
-            a.refresh,
-        )))
-    })
+    member_list(
+        call,
+        "Error finding members without direct chat",
+        "members",
+        move |x| !x.has_direct_chat && x.groups.len() >= min,
+    )
     .await
 }
 
 async fn find_members_not_in_contacts(call: ToolCall) -> ToolResult {
-    let a = audit_args(&call);
     let min = threshold(&call, "min_shared_groups", 1, 1);
-    let failure = "Error finding members not in contacts".to_string();
-    views::answer(&call, failure, move |v| {
+    member_list(
+        call,
+        "Error finding members not in contacts",
+        "members",
+        move |x| !x.in_contacts && x.groups.len() >= min,
+    )
+    .await
+}
+
+/// The shape the three single-list audits share: `{groupsProcessed, totalMembers, <key>: […]}`
+/// with the members `keep` accepts.
+async fn member_list(
+    call: ToolCall,
+    failure: &str,
+    key: &'static str,
+    keep: impl Fn(&Member) -> bool + Send + 'static,
+) -> ToolResult {
+    let a = audit_args(&call);
+    views::answer(&call, failure.to_string(), move |v| {
         let m = build_matrix(v, a.group_limit)?;
-        let members = pick(&m.members, |x| !x.in_contacts && x.groups.len() >= min);
+        let listed = pick(&m.members, &keep);
         Ok(Ok(with_note(
             json::obj([
                 ("groupsProcessed", json::int(m.groups_processed as i64)),
                 ("totalMembers", json::int(m.members.len() as i64)),
-                ("members", json::arr(members)),
+                (key, json::arr(listed)),
             ]),
             a.refresh,
         )))

@@ -436,6 +436,27 @@ fn decode_secret(bytes: &[u8]) -> AppResult<([u8; SECRET_LEN], i64, i64)> {
     }
 }
 
+/// Deletes the rows of a stamped table (values start with their 8-byte stored-at time) stored
+/// before `cutoff`; returns how many went.
+fn delete_stamped_before<K: redb::Key + 'static>(
+    txn: &redb::WriteTransaction,
+    table: TableDefinition<K, &'static [u8]>,
+    cutoff: i64,
+    name: &str,
+) -> crate::store::Result<u32> {
+    let mut t = txn.open_table(table).ctx(&format!("opening {name}"))?;
+    let mut removed = 0usize;
+    t.retain(|_, v| {
+        let keep = read_i64(v, 0).is_none_or(|ts| ts >= cutoff);
+        if !keep {
+            removed += 1;
+        }
+        keep
+    })
+    .ctx(&format!("deleting expired rows of {name}"))?;
+    Ok(count(removed))
+}
+
 fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -1400,19 +1421,7 @@ impl ProtocolStore for RedbBackend {
 
     async fn delete_expired_sent_messages(&self, cutoff_timestamp: i64) -> WaResult<u32> {
         self.write_returning("delete_expired_sent_messages", move |txn| {
-            let mut t = txn
-                .open_table(SENT_MESSAGES)
-                .ctx("opening wa_sent_messages")?;
-            let mut removed = 0usize;
-            t.retain(|_, v| {
-                let keep = read_i64(v, 0).is_none_or(|ts| ts >= cutoff_timestamp);
-                if !keep {
-                    removed += 1;
-                }
-                keep
-            })
-            .ctx("deleting expired sent messages")?;
-            Ok(count(removed))
+            delete_stamped_before(txn, SENT_MESSAGES, cutoff_timestamp, "wa_sent_messages")
         })
         .await
     }
@@ -1461,19 +1470,7 @@ impl ProtocolStore for RedbBackend {
 
     async fn delete_expired_pending_inbound(&self, cutoff_timestamp: i64) -> WaResult<u32> {
         self.write_returning("delete_expired_pending_inbound", move |txn| {
-            let mut t = txn
-                .open_table(PENDING_INBOUND)
-                .ctx("opening wa_pending_inbound")?;
-            let mut removed = 0usize;
-            t.retain(|_, v| {
-                let keep = read_i64(v, 0).is_none_or(|ts| ts >= cutoff_timestamp);
-                if !keep {
-                    removed += 1;
-                }
-                keep
-            })
-            .ctx("deleting expired pending inbound messages")?;
-            Ok(count(removed))
+            delete_stamped_before(txn, PENDING_INBOUND, cutoff_timestamp, "wa_pending_inbound")
         })
         .await
     }
