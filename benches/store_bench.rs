@@ -224,6 +224,7 @@ fn main() {
         store: store.clone(),
         engine: None,
         idempotency_ttl_ms: whatsapp_mcp_stream::store::idempotency::DEFAULT_TTL_MS,
+        send_guard: Default::default(),
     });
 
     // The busiest of the 50 most recently active direct chats (as stored, so that SQLite sees the

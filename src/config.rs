@@ -80,7 +80,22 @@ pub struct Config {
     /// `WA_IDEMPOTENCY_TTL_MS`: how long an `idempotency_key` is remembered (default one day,
     /// at least one minute).
     pub idempotency_ttl_ms: u64,
+    /// `SEND_ALLOWLIST`: the only recipients the send tools may write to, as normalized JIDs
+    /// (phone numbers become `<digits>@s.whatsapp.net`); `None` allows everyone.
+    pub send_allowlist: Option<Vec<String>>,
+    /// `SEND_RATE_PER_MIN`: sends allowed per rolling minute (default 20; 0 = no limit).
+    pub send_rate_per_min: u32,
+    /// `SEND_LOG_BODIES`: the send log keeps the message text too.
+    pub send_log_bodies: bool,
+    /// `WA_SEND_DEDUP_WINDOW_MS`: the same text to the same chat within this window is not sent
+    /// again (default 45000; 0 turns the window off).
+    pub send_dedup_window_ms: u64,
 }
+
+/// Sends per minute allowed when `SEND_RATE_PER_MIN` is unset.
+pub const DEFAULT_SEND_RATE_PER_MIN: u64 = 20;
+/// The duplicate-send window when `WA_SEND_DEDUP_WINDOW_MS` is unset (the original's 45 s).
+pub const DEFAULT_SEND_DEDUP_WINDOW_MS: u64 = 45_000;
 
 /// The push name a linked device shows when `WA_PUSH_NAME` is unset.
 pub const DEFAULT_PUSH_NAME: &str = "whatsapp-mcp-stream";
@@ -151,6 +166,12 @@ ENVIRONMENT:
     WA_WEB_VERSION                  WhatsApp Web version to announce, e.g. 2.3000.1027934701
     WA_IDEMPOTENCY_TTL_MS           how long an idempotency_key is remembered, in milliseconds
                                     (default 86400000, one day; at least 60000)
+    WA_SEND_DEDUP_WINDOW_MS         the same text to the same chat within this many milliseconds
+                                    is not sent twice (default 45000; 0 turns it off)
+    SEND_ALLOWLIST                  comma list of JIDs or phone numbers: the only recipients the
+                                    send tools may write to (default: anyone)
+    SEND_RATE_PER_MIN               sends allowed per rolling minute (default 20; 0 = no limit)
+    SEND_LOG_BODIES                 1/true: the send log keeps message texts too (default off)
     RUST_LOG                        log level: error, warn, info (default), debug, trace
 ";
 
@@ -347,6 +368,25 @@ impl Config {
             crate::store::idempotency::MIN_TTL_MS,
             365 * 86_400_000,
         )?;
+        let send_allowlist = match get("SEND_ALLOWLIST") {
+            Some(list) => Some(parse_allowlist(&list)?),
+            None => None,
+        };
+        let send_rate_per_min = parse_number(
+            &get,
+            "SEND_RATE_PER_MIN",
+            DEFAULT_SEND_RATE_PER_MIN,
+            0,
+            100_000,
+        )? as u32;
+        let send_log_bodies = parse_bool(&get, "SEND_LOG_BODIES", false)?;
+        let send_dedup_window_ms = parse_number(
+            &get,
+            "WA_SEND_DEDUP_WINDOW_MS",
+            DEFAULT_SEND_DEDUP_WINDOW_MS,
+            0,
+            86_400_000,
+        )?;
         let wa_ws_url = get("WA_WS_URL");
         let wa_test_ca = get("WA_TEST_CA").map(PathBuf::from);
         if !cfg!(feature = "test-network") {
@@ -388,6 +428,10 @@ impl Config {
             wa_ws_url,
             wa_test_ca,
             idempotency_ttl_ms,
+            send_allowlist,
+            send_rate_per_min,
+            send_log_bodies,
+            send_dedup_window_ms,
         })
     }
 
@@ -415,6 +459,29 @@ fn parse_proxy(raw: &str) -> Result<String, ConfigError> {
         return Err(bad());
     }
     Ok(raw.to_string())
+}
+
+/// `SEND_ALLOWLIST`: a comma list of JIDs (any form, normalized) or phone numbers (→ phone JIDs).
+pub fn parse_allowlist(raw: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let jid = crate::store::jid::parse_address(entry).ok_or_else(|| {
+            ConfigError(format!(
+                "SEND_ALLOWLIST entry {entry:?} is neither a JID nor a phone number; use a comma \
+                 list such as +44 7700 900123,120363012345678901@g.us"
+            ))
+        })?;
+        if !out.contains(&jid) {
+            out.push(jid);
+        }
+    }
+    if out.is_empty() {
+        return Err(ConfigError(
+            "SEND_ALLOWLIST is set but names nobody; list JIDs or phone numbers, or unset it"
+                .into(),
+        ));
+    }
+    Ok(out)
 }
 
 /// `WA_WEB_VERSION`: three dot-separated numbers.
@@ -714,6 +781,52 @@ mod tests {
         for bad in ["59999", "0", "-1", "soon"] {
             let e = parse(&[], &[("WA_IDEMPOTENCY_TTL_MS", bad)]).unwrap_err();
             assert!(e.0.contains("WA_IDEMPOTENCY_TTL_MS"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn safe_sending_variables() {
+        let c = parse(&[], &[]).unwrap();
+        assert_eq!(c.send_allowlist, None);
+        assert_eq!(c.send_rate_per_min, 20);
+        assert!(!c.send_log_bodies);
+        assert_eq!(c.send_dedup_window_ms, 45_000);
+        let c = parse(
+            &[],
+            &[
+                (
+                    "SEND_ALLOWLIST",
+                    "+44 7700-900123, 1203630123@G.US ,123:4@lid,447700900123",
+                ),
+                ("SEND_RATE_PER_MIN", "0"),
+                ("SEND_LOG_BODIES", "1"),
+                ("WA_SEND_DEDUP_WINDOW_MS", "0"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.send_allowlist.as_deref(),
+            Some(
+                &[
+                    "447700900123@s.whatsapp.net".to_string(),
+                    "1203630123@g.us".to_string(),
+                    "123@lid".to_string()
+                ][..]
+            )
+        );
+        assert_eq!(c.send_rate_per_min, 0);
+        assert!(c.send_log_bodies);
+        assert_eq!(c.send_dedup_window_ms, 0);
+        for (var, bad) in [
+            ("SEND_ALLOWLIST", "bob"),
+            ("SEND_ALLOWLIST", ",,"),
+            ("SEND_RATE_PER_MIN", "-1"),
+            ("SEND_RATE_PER_MIN", "lots"),
+            ("SEND_LOG_BODIES", "maybe"),
+            ("WA_SEND_DEDUP_WINDOW_MS", "-5"),
+        ] {
+            let e = parse(&[], &[(var, bad)]).unwrap_err();
+            assert!(e.0.contains(var), "{var}={bad}: {e}");
         }
     }
 

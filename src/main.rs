@@ -131,9 +131,15 @@ fn serve(config: Config) -> Result<(), Failure> {
     let registry = tools::Registry::new(tools::ToolEnv {
         read_only: config.read_only,
         auto_select_contact: config.auto_select_contact,
-        store,
+        store: store.clone(),
         engine: Some(engine.clone()),
         idempotency_ttl_ms: config.idempotency_ttl_ms,
+        send_guard: Arc::new(tools::safety::SendGuard::new(tools::safety::SendPolicy {
+            allowlist: config.send_allowlist.clone(),
+            rate_per_min: config.send_rate_per_min,
+            log_bodies: config.send_log_bodies,
+            dedup_window_ms: config.send_dedup_window_ms,
+        })),
     });
     let dispatcher = Arc::new(mcp::dispatch::Dispatcher::new(registry));
     let threads = config.worker_threads;
@@ -156,7 +162,7 @@ fn serve(config: Config) -> Result<(), Failure> {
     };
     let listen = config.listen;
     let token_required = auth.token_required();
-    let app = Arc::new(http::App::new(config, auth, mcp_http, Some(engine)));
+    let app = Arc::new(http::App::new(config, auth, mcp_http, Some(engine)).with_store(store));
     runtime::block_on(threads, async move {
         let listener = smol::net::TcpListener::bind(listen).await.map_err(|e| {
             format!("cannot listen on {listen}: {e}; is another server using the port? choose another with --listen or LISTEN")

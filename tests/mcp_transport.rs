@@ -280,7 +280,7 @@ fn tools_are_served_before_initialized_and_validate_their_arguments() {
         let text = j.path("result.content.0.text").str().unwrap();
         assert!(text.contains(field), "{body}: {text}");
     }
-    // A tool that a later part of the product brings to life says what it needs.
+    // A tool that needs WhatsApp says that it is not connected and what to do.
     let j = s
         .rpc(
             &sid,
@@ -290,7 +290,7 @@ fn tools_are_served_before_initialized_and_validate_their_arguments() {
     assert_eq!(j.path("result.isError").bool(), Some(true));
     let text = j.path("result.content.0.text").str().unwrap();
     assert!(
-        text.starts_with("not available yet: get_profile_pic needs"),
+        text.contains("WhatsApp is not connected (state: "),
         "{text}"
     );
 }

@@ -469,7 +469,7 @@ fn group_audits_from_the_seeded_store() {
     assert_eq!(n(&r, "summary.overlapCount"), 4.0);
     assert_eq!(n(&r, "summary.withoutDirectChatCount"), 1.0);
     assert_eq!(n(&r, "summary.notInContactsCount"), 1.0);
-    assert!(s(&r, "note").contains("linked"));
+    assert!(s(&r, "note").contains("stored member lists"));
     let r = m.ok("run_group_audit", r#"{"group_limit":1}"#);
     assert_eq!(n(&r, "summary.groupsProcessed"), 1.0);
     assert_eq!(n(&r, "summary.overlapCount"), 0.0);

@@ -23,6 +23,8 @@ pub struct App {
     pub started: Instant,
     /// The WhatsApp engine, for `/api/status` and `/healthz`.
     pub engine: Option<crate::wa::engine::Engine>,
+    /// The store, for `/api/send-log`.
+    pub store: Option<crate::store::Store>,
     connections: AtomicUsize,
 }
 
@@ -39,8 +41,15 @@ impl App {
             mcp,
             started: Instant::now(),
             engine,
+            store: None,
             connections: AtomicUsize::new(0),
         }
+    }
+
+    /// Gives the handlers the store (`/api/send-log`).
+    pub fn with_store(mut self, store: crate::store::Store) -> App {
+        self.store = Some(store);
+        self
     }
 }
 

@@ -94,6 +94,7 @@ async fn route(app: &App, req: Request, local: SocketAddr) -> Handled {
             }
             match (m, p) {
                 (Method::Get, "/api/status") => done(status(app).await),
+                (Method::Get, "/api/send-log") => done(send_log(app, req.url().query()).await),
                 (Method::Post, "/api/restart-wa") => done(restart_wa(app).await),
                 _ => done(reply::error(404, &format!("no API endpoint {m} {p}"))),
             }
@@ -102,6 +103,44 @@ async fn route(app: &App, req: Request, local: SocketAddr) -> Handled {
             404,
             &format!("nothing at {m} {p}; MCP is served at /mcp and the admin page at /admin"),
         )),
+    }
+}
+
+/// Entries `GET /api/send-log` returns without `?limit=`, and at most.
+const SEND_LOG_DEFAULT: usize = 100;
+const SEND_LOG_MAX: usize = 1000;
+
+/// `GET /api/send-log?limit=N`: the newest send attempts, newest first, as
+/// `{"entries": [...]}` (shape in `tools::safety::entry_value`).
+async fn send_log(app: &App, query: Option<&str>) -> Response {
+    let raw = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("limit="));
+    let limit = match raw {
+        None => SEND_LOG_DEFAULT,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=SEND_LOG_MAX).contains(&n) => n,
+            _ => {
+                return reply::error(
+                    400,
+                    &format!("limit must be a whole number from 1 to {SEND_LOG_MAX}"),
+                );
+            }
+        },
+    };
+    let Some(store) = &app.store else {
+        return reply::json(200, &json::obj([("entries", json::arr([]))]));
+    };
+    match crate::tools::safety::newest_entries(store, limit).await {
+        Ok(entries) => reply::json(200, &json::obj([("entries", entries)])),
+        Err(e) => {
+            log::error!("/api/send-log: {e}");
+            reply::error(
+                500,
+                "could not read the send log; the server logged the details",
+            )
+        }
     }
 }
 

@@ -367,6 +367,7 @@ mod tests {
             store,
             engine: None,
             idempotency_ttl_ms: crate::store::idempotency::DEFAULT_TTL_MS,
+            send_guard: Default::default(),
         };
         Dispatcher::new(Registry::with_tools(vec![tool], env))
     }

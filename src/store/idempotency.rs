@@ -9,7 +9,7 @@
 use super::codec::{Dec, Enc};
 use super::schema::IDEMPOTENCY;
 use super::{Context, Result};
-use redb::{ReadTransaction, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 /// How long a record is honoured when `WA_IDEMPOTENCY_TTL_MS` is not set: one day.
 pub const DEFAULT_TTL_MS: u64 = 86_400_000;
@@ -76,6 +76,27 @@ pub fn put(txn: &WriteTransaction, key: &str, record: &Record) -> Result<()> {
     Ok(())
 }
 
+/// Deletes up to `max` records that expired by `now_ms` (a record that cannot be decoded counts
+/// as expired). Returns how many went.
+pub fn prune_expired(txn: &WriteTransaction, now_ms: u64, max: usize) -> Result<usize> {
+    let mut table = txn.open_table(IDEMPOTENCY).ctx("opening idempotency")?;
+    let mut dead: Vec<String> = Vec::new();
+    for row in table.iter().ctx("reading idempotency")? {
+        if dead.len() >= max {
+            break;
+        }
+        let (k, v) = row.ctx("reading idempotency")?;
+        let live = Record::decode(v.value()).is_ok_and(|r| r.live_at(now_ms));
+        if !live {
+            dead.push(k.value().to_string());
+        }
+    }
+    for k in &dead {
+        table.remove(k.as_str()).ctx("pruning idempotency")?;
+    }
+    Ok(dead.len())
+}
+
 /// The current time in epoch milliseconds.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -108,6 +129,37 @@ mod tests {
         let raw = record(5).encode();
         assert!(Record::decode(&raw[..4]).is_err());
         assert!(Record::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn pruning_removes_only_expired_records() {
+        use redb::ReadableTableMetadata;
+        let store = crate::store::Store::open_in_memory().unwrap();
+        store
+            .write_blocking(|txn| {
+                put(txn, "old", &record(10))?;
+                put(txn, "older", &record(5))?;
+                put(txn, "live", &record(1_000))
+            })
+            .unwrap();
+        // At most `max` at a time: one, then the other.
+        store
+            .write_blocking(|txn| prune_expired(txn, 100, 1).map(|n| assert_eq!(n, 1)))
+            .unwrap();
+        store
+            .write_blocking(|txn| prune_expired(txn, 100, 10).map(|n| assert_eq!(n, 1)))
+            .unwrap();
+        assert_eq!(
+            store.read_blocking(|txn| get(txn, "live", 100)).unwrap(),
+            Some(record(1_000))
+        );
+        let left = store
+            .read_blocking(|txn| {
+                let t = txn.open_table(IDEMPOTENCY).ctx("open")?;
+                t.len().ctx("len")
+            })
+            .unwrap();
+        assert_eq!(left, 1);
     }
 
     #[test]

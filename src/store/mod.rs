@@ -13,6 +13,11 @@
 //! are retried one transaction each, so only the failing one reports an error. Closures are
 //! therefore `Fn`: they may run twice, and must only write what they captured.
 //!
+//! # Change signal
+//! After every committed batch the writer bumps a generation counter and wakes everyone waiting in
+//! [`Store::wait_for_change`] (`wait_for_messages` uses it). Writers need nothing special: any
+//! write through [`Store::write`] fires it once its batch is committed.
+//!
 //! # Reads
 //! [`Store::read`] runs a closure over a `redb::ReadTransaction` on a blocking thread. Readers
 //! see the last commit and never wait for the writer.
@@ -20,6 +25,7 @@
 //! # Schema (version [`SCHEMA_VERSION`])
 //! See `schema.rs` for the tables and key layouts; values are encoded by `codec.rs`.
 
+pub mod arrivals;
 pub mod codec;
 pub mod demo;
 pub mod idempotency;
@@ -29,6 +35,7 @@ pub mod model;
 pub mod queries;
 pub mod schema;
 pub mod search;
+pub mod send_log;
 pub mod writes;
 
 #[cfg(test)]
@@ -37,6 +44,7 @@ mod tests;
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bumped when the layout of a table changes; `open` refuses files from a newer version.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -95,12 +103,28 @@ struct Queued {
     done: async_channel::Sender<Result<()>>,
 }
 
+/// Fired by the writer after each committed batch.
+#[derive(Default)]
+struct ChangeSignal {
+    /// Counts committed batches.
+    generation: AtomicU64,
+    event: event_listener::Event,
+}
+
+impl ChangeSignal {
+    fn fire(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.event.notify(usize::MAX);
+    }
+}
+
 /// The store handle. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
     queue: async_channel::Sender<Queued>,
     path: Arc<PathBuf>,
+    changes: Arc<ChangeSignal>,
 }
 
 impl Store {
@@ -142,15 +166,41 @@ impl Store {
         schema::init(&db)?;
         let (queue, rx) = async_channel::unbounded::<Queued>();
         let writer_db = db.clone();
+        let changes = Arc::new(ChangeSignal::default());
+        let writer_changes = changes.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&writer_db, rx))
+            .spawn(move || writer_loop(&writer_db, rx, &writer_changes))
             .ctx("starting the store writer thread")?;
         Ok(Store {
             db,
             queue,
             path: Arc::new(path),
+            changes,
         })
+    }
+
+    /// How many write batches have been committed since the store was opened. Pass it to
+    /// [`Store::wait_for_change`] to wait for the next commit.
+    pub fn change_generation(&self) -> u64 {
+        self.changes.generation.load(Ordering::Acquire)
+    }
+
+    /// Waits until a batch is committed after generation `seen` was read; returns the new
+    /// generation. Dropping the future stops the wait.
+    pub async fn wait_for_change(&self, seen: u64) -> u64 {
+        loop {
+            let now = self.change_generation();
+            if now != seen {
+                return now;
+            }
+            let listener = self.changes.event.listen();
+            let now = self.change_generation();
+            if now != seen {
+                return now;
+            }
+            listener.await;
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -218,7 +268,7 @@ impl Store {
 }
 
 /// The writer thread: group commit of everything queued.
-fn writer_loop(db: &Database, rx: async_channel::Receiver<Queued>) {
+fn writer_loop(db: &Database, rx: async_channel::Receiver<Queued>, changes: &ChangeSignal) {
     while let Ok(first) = rx.recv_blocking() {
         let mut batch = vec![first];
         while batch.len() < 4096 {
@@ -228,6 +278,7 @@ fn writer_loop(db: &Database, rx: async_channel::Receiver<Queued>) {
             }
         }
         run_batch(db, batch);
+        changes.fire();
     }
     log::debug!("store writer stopped");
 }

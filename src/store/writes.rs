@@ -842,3 +842,21 @@ pub fn add_message_flags(
     }
     Ok(true)
 }
+
+/// The phone JID mapped to a LID, read inside a write transaction (ingest canonicalizes chats
+/// with it). `None` when there is no mapping or `any_jid` is not a LID.
+pub fn pn_for_lid_in(txn: &WriteTransaction, any_jid: &str) -> Result<Option<String>> {
+    if !jid::is_lid(any_jid) {
+        return Ok(None);
+    }
+    let l2p = txn.open_table(LID_TO_PN).ctx("opening lid_to_pn")?;
+    Ok(l2p
+        .get(any_jid)
+        .ctx("reading lid_to_pn")?
+        .map(|v| v.value().to_string()))
+}
+
+/// A chat's unread count, if the chat exists.
+pub fn chat_unread(txn: &WriteTransaction, chat_jid: &str) -> Result<Option<u32>> {
+    Ok(load_chat(txn, chat_jid)?.map(|c| c.unread))
+}

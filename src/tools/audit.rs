@@ -7,8 +7,9 @@
 //! The matrix covers every stored group (group chats, most recently active first, then groups
 //! known only from their metadata), up to `group_limit`, with the member lists stored by
 //! `get_group_info` or history sync. Members are merged by person (LID → phone JID). Your own
-//! account is not listed as a member. `refresh_group_info` needs a linked account to ask
-//! WhatsApp; until then the stored lists are used and the answer carries a `note` saying so.
+//! account is not listed as a member. `refresh_group_info` first asks WhatsApp for every group
+//! we are in with its members (the engine stores them); when WhatsApp cannot be asked, the
+//! stored lists are used and the answer carries a `note` saying why.
 
 use super::views::{self, Views};
 use super::{Annotations, Param, Tool, ToolCall, ToolResult};
@@ -117,10 +118,30 @@ pub fn tools() -> Vec<Tool> {
     ]
 }
 
-/// The answer's `note` when `refresh_group_info` was asked for.
-const REFRESH_NOTE: &str = "refresh_group_info needs a linked WhatsApp account to fetch current \
-     member lists; these results use the stored member lists (from get_group_info or history \
-     sync).";
+/// Refreshes every group from WhatsApp when asked; the answer's `note` when that failed.
+async fn refresh(call: &ToolCall, asked: bool) -> Option<String> {
+    if !asked {
+        return None;
+    }
+    let reason = match call.env.engine.clone() {
+        None => "no WhatsApp engine runs in this process".to_string(),
+        Some(engine) => {
+            let snap = engine.snapshot();
+            if snap.state != crate::wa::engine::EngineState::Connected {
+                crate::wa::engine::not_connected(&snap)
+            } else {
+                match engine.refresh_groups().await {
+                    Ok(_) => return None,
+                    Err(e) => e,
+                }
+            }
+        }
+    };
+    Some(format!(
+        "refresh_group_info could not fetch current member lists ({reason}); these results use \
+         the stored member lists (from get_group_info, an earlier refresh or history sync)."
+    ))
+}
 
 /// One person across the scanned groups.
 #[derive(Debug, Clone)]
@@ -296,9 +317,9 @@ fn threshold(call: &ToolCall, name: &str, default: i64, floor: usize) -> usize {
 }
 
 /// Adds the refresh note to an answer object.
-fn with_note(mut v: Value, refresh: bool) -> Value {
-    if refresh && let Value::Object(o) = &mut v {
-        o.insert("note".into(), json::s(REFRESH_NOTE));
+fn with_note(mut v: Value, note: Option<String>) -> Value {
+    if let (Some(n), Value::Object(o)) = (note, &mut v) {
+        o.insert("note".into(), json::s(n));
     }
     v
 }
@@ -353,6 +374,7 @@ async fn member_list(
     keep: impl Fn(&Member) -> bool + Send + 'static,
 ) -> ToolResult {
     let a = audit_args(&call);
+    let note = refresh(&call, a.refresh).await;
     views::answer(&call, failure.to_string(), move |v| {
         let m = build_matrix(v, a.group_limit)?;
         let listed = pick(&m.members, &keep);
@@ -362,7 +384,7 @@ async fn member_list(
                 ("totalMembers", json::int(m.members.len() as i64)),
                 (key, json::arr(listed)),
             ]),
-            a.refresh,
+            note,
         )))
     })
     .await
@@ -372,6 +394,7 @@ async fn run_group_audit(call: ToolCall) -> ToolResult {
     let a = audit_args(&call);
     let overlap_min = threshold(&call, "overlap_min_shared_groups", 2, 2);
     let min = threshold(&call, "min_shared_groups", 1, 1);
+    let note = refresh(&call, a.refresh).await;
     views::answer(&call, "Error running group audit".into(), move |v| {
         let m = build_matrix(v, a.group_limit)?;
         let overlaps = pick(&m.members, |x| x.groups.len() >= overlap_min);
@@ -391,7 +414,7 @@ async fn run_group_audit(call: ToolCall) -> ToolResult {
                 ("withoutDirectChat", json::arr(without)),
                 ("notInContacts", json::arr(not_in)),
             ]),
-            a.refresh,
+            note,
         )))
     })
     .await

@@ -431,6 +431,7 @@ mod tests {
             store,
             engine: None,
             idempotency_ttl_ms: crate::store::idempotency::DEFAULT_TTL_MS,
+            send_guard: Default::default(),
         });
         // A live record: the stored text unchanged, then the replay note; no engine is needed.
         let (err, t) = texts(&reg, r#"{"idempotency_key":"live"}"#);

@@ -3,7 +3,11 @@
 //!
 //! Owns: looking people and groups up by name, number or JID. Must not: write chats or messages,
 //! or send anything. The first three answer from the store (shapes in `views`); the profile
-//! picture and live group info need the WhatsApp engine, which is not built yet.
+//! picture is asked live from WhatsApp, and the group info live too, falling back to the stored
+//! copy (`source: "cached"`) when WhatsApp cannot answer. A live answer is stored by the engine,
+//! so both shapes come from the store: `{id, subject, subjectOwner, subjectTime, owner, desc,
+//! creation, size, restrict, announce, participants: [{id, admin, name, pushname, number,
+//! is_my_contact}]}` (times in epoch ms; `admin` is null, `admin` or `superadmin`).
 
 use super::views::{self, Answer, Views};
 use super::{Annotations, Param, Tool, ToolCall, ToolResult};
@@ -74,10 +78,7 @@ pub fn tools() -> Vec<Tool> {
                 .required(),
             ],
             Annotations::READ_REMOTE,
-            crate::not_yet!(
-                "get_profile_pic",
-                "a linked WhatsApp account (the WhatsApp engine is not built yet)"
-            ),
+            crate::tool_fn!(get_profile_pic),
         ),
         Tool::new(
             "get_group_info",
@@ -94,10 +95,7 @@ pub fn tools() -> Vec<Tool> {
                 .required(),
             ],
             Annotations::READ_REMOTE,
-            crate::not_yet!(
-                "get_group_info",
-                "a linked WhatsApp account (the WhatsApp engine is not built yet)"
-            ),
+            crate::tool_fn!(get_group_info),
         ),
     ]
 }
@@ -181,6 +179,128 @@ async fn get_contact_by_id(call: ToolCall) -> ToolResult {
             ("isWAContact", json::bool(true)),
         ]));
         Ok(answer)
+    })
+    .await
+}
+
+/// The engine when it is connected, else the not-connected text.
+fn connected_engine(call: &ToolCall) -> Result<crate::wa::engine::Engine, String> {
+    let Some(engine) = call.env.engine.clone() else {
+        return Err(
+            "WhatsApp is not connected (state: unlinked): no WhatsApp engine runs in this process"
+                .into(),
+        );
+    };
+    let snap = engine.snapshot();
+    if snap.state != crate::wa::engine::EngineState::Connected {
+        return Err(crate::wa::engine::not_connected(&snap));
+    }
+    Ok(engine)
+}
+
+async fn get_profile_pic(call: ToolCall) -> ToolResult {
+    let raw = call.args.str("jid").unwrap_or_default().to_string();
+    let jid = match views::parse_jid("jid", &raw) {
+        Ok(j) => j,
+        Err(e) => return ToolResult::error(e),
+    };
+    let engine = match connected_engine(&call) {
+        Ok(e) => e,
+        Err(e) => {
+            return ToolResult::error(format!("Error getting profile picture for {raw}: {e}"));
+        }
+    };
+    match engine.profile_pic(&jid, false).await {
+        Ok(Some((url, _id))) => {
+            ToolResult::json(&json::obj([("jid", json::s(jid)), ("url", json::s(url))]))
+        }
+        Ok(None) => ToolResult::error(format!(
+            "Profile picture not found for JID: {raw} (there is none, or the person's privacy \
+             settings hide it)"
+        )),
+        Err(e) => ToolResult::error(format!("Error getting profile picture for {raw}: {e}")),
+    }
+}
+
+/// The stored group as the answer's JSON, or `None` when it is not stored.
+fn group_value(v: &mut Views, gid: &str) -> crate::store::Result<Option<json::Value>> {
+    let Some(g) = v.lk.group(gid)? else {
+        return Ok(None);
+    };
+    let opt = |x: &Option<String>| x.clone().map(json::s).unwrap_or(json::Value::Null);
+    let ms = |t: u64| json::int(i64::try_from(t).unwrap_or(i64::MAX));
+    let mut participants = Vec::new();
+    for (member, role) in v.lk.group_members(gid)? {
+        let summary = v.summary(&member)?.unwrap_or_default();
+        let canonical = v.canonical(&member)?;
+        let number = summary.number.clone().or_else(|| {
+            crate::store::jid::is_pn(&canonical)
+                .then(|| crate::store::jid::user(&canonical).to_string())
+        });
+        participants.push(json::obj([
+            ("id", json::s(member.clone())),
+            (
+                "admin",
+                if role.is_empty() {
+                    json::Value::Null
+                } else {
+                    json::s(role)
+                },
+            ),
+            ("name", opt(&summary.name)),
+            ("pushname", opt(&summary.pushname)),
+            ("number", opt(&number)),
+            ("is_my_contact", json::bool(summary.is_my_contact)),
+        ]));
+    }
+    let size = if g.size > 0 {
+        g.size
+    } else {
+        participants.len() as u64
+    };
+    Ok(Some(json::obj([
+        ("id", json::s(gid)),
+        ("subject", opt(&g.subject)),
+        ("subjectOwner", opt(&g.subject_owner)),
+        ("subjectTime", ms(g.subject_time)),
+        ("owner", opt(&g.owner)),
+        ("desc", opt(&g.desc)),
+        ("creation", ms(g.creation)),
+        ("size", ms(size)),
+        ("restrict", json::bool(g.restrict)),
+        ("announce", json::bool(g.announce)),
+        ("participants", json::arr(participants)),
+    ])))
+}
+
+async fn get_group_info(call: ToolCall) -> ToolResult {
+    let raw = call.args.str("group_jid").unwrap_or_default().to_string();
+    let gid = match views::parse_jid("group_jid", &raw) {
+        Ok(j) if crate::store::jid::is_group(&j) => j,
+        Ok(j) => {
+            return ToolResult::error(format!(
+                "Invalid group_jid: {j} is not a group; a group JID ends in @g.us, e.g. \
+                 120363012345678901@g.us (list_groups lists yours)"
+            ));
+        }
+        Err(e) => return ToolResult::error(e),
+    };
+    // Live first; the engine stores what WhatsApp answers.
+    let live_error = match connected_engine(&call) {
+        Ok(engine) => engine.group_info(&gid).await.err(),
+        Err(e) => Some(e),
+    };
+    let failure = format!("Error getting group info for {raw}");
+    views::answer(&call, failure.clone(), move |v| {
+        let Some(mut value) = group_value(v, &gid)? else {
+            let why = live_error.unwrap_or_else(|| "the group is not stored".into());
+            return Ok(Err(format!("{failure}: {why}")));
+        };
+        if let (Some(e), json::Value::Object(o)) = (&live_error, &mut value) {
+            o.insert("source".into(), json::s("cached"));
+            o.insert("liveError".into(), json::s(e.clone()));
+        }
+        Ok(Ok(value))
     })
     .await
 }

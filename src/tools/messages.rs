@@ -4,8 +4,8 @@
 //!
 //! Owns: reading, searching, sending, reacting to and marking messages, and waiting for new ones.
 //! Must not: handle media bytes (that is the media group) or change chats and contacts. The read
-//! tools answer from the store; sending, reacting, marking and waiting need the WhatsApp engine,
-//! which is not built yet.
+//! tools answer from the store; sending, reacting and marking live in `send.rs` (with the safety
+//! rules of `safety.rs`), waiting in `wait.rs`.
 //!
 //! `get_message_context` returns a real window: `limit` messages including the target, half
 //! before it and the rest after, filled from the other side at either end of the chat.
@@ -175,8 +175,10 @@ pub fn tools() -> Vec<Tool> {
                 vec![
                     Param::string(
                         "recipient_jid",
-                        "JID of the person (...@s.whatsapp.net) or group (...@g.us) to write to, \
-                         e.g. 447700900123@s.whatsapp.net.",
+                        "Who to write to: a JID (a person's ...@s.whatsapp.net or ...@lid, or a \
+                         group's ...@g.us), a phone number with country code such as +44 7700 \
+                         900123, or a contact's name when exactly one contact clearly matches it \
+                         (otherwise the error lists the candidates).",
                     )
                     .required(),
                     Param::string(
@@ -196,10 +198,7 @@ pub fn tools() -> Vec<Tool> {
                     ),
                 ],
                 WRITE_IDEMPOTENT,
-                crate::not_yet!(
-                    "send_message",
-                    "a linked WhatsApp account (the WhatsApp engine is not built yet)"
-                ),
+                crate::tool_fn!(super::send::send_message),
             )
         },
         Tool {
@@ -223,10 +222,7 @@ pub fn tools() -> Vec<Tool> {
                     .required(),
                 ],
                 WRITE_IDEMPOTENT,
-                crate::not_yet!(
-                    "send_reaction",
-                    "a linked WhatsApp account (the WhatsApp engine is not built yet)"
-                ),
+                crate::tool_fn!(super::send::send_reaction),
             )
         },
         Tool::new(
@@ -247,10 +243,7 @@ pub fn tools() -> Vec<Tool> {
                 ),
             ],
             WRITE_IDEMPOTENT,
-            crate::not_yet!(
-                "mark_as_read",
-                "a linked WhatsApp account (the WhatsApp engine is not built yet)"
-            ),
+            crate::tool_fn!(super::send::mark_as_read),
         ),
         Tool {
             long_running: true,
@@ -280,10 +273,7 @@ pub fn tools() -> Vec<Tool> {
                     .max(55),
                 ],
                 Annotations::READ_LOCAL,
-                crate::not_yet!(
-                    "wait_for_messages",
-                    "a linked WhatsApp account (the WhatsApp engine is not built yet)"
-                ),
+                crate::tool_fn!(super::wait::wait_for_messages),
             )
         },
     ]

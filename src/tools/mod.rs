@@ -14,10 +14,15 @@ mod chats;
 mod contacts;
 mod media;
 mod messages;
+pub mod safety;
+mod send;
 #[cfg(test)]
 mod tests_read;
+#[cfg(test)]
+mod tests_send;
 mod util;
 pub mod views;
+mod wait;
 
 use crate::json::{self, Object, Value};
 use std::future::Future;
@@ -392,6 +397,8 @@ pub struct ToolEnv {
     pub engine: Option<crate::wa::engine::Engine>,
     /// `WA_IDEMPOTENCY_TTL_MS`: how long an `idempotency_key`'s answer is replayed.
     pub idempotency_ttl_ms: u64,
+    /// Safe sending: the allowlist, the rate limit, the duplicate window and the send log.
+    pub send_guard: Arc<safety::SendGuard>,
 }
 
 /// One call in flight: arguments plus the environment and a progress reporter.
@@ -678,6 +685,7 @@ impl Registry {
             .get(name)
             .ok_or_else(|| CallError::UnknownTool(name.to_string()))?;
         if tool.sends && self.env.read_only {
+            self.log_read_only_refusal(name, arguments).await;
             return Ok(ToolResult::error(format!(
                 "{name} is switched off: this server runs with READ_ONLY=1, which allows no sending. \
                  Ask the operator to unset READ_ONLY if sending is intended."
@@ -697,6 +705,32 @@ impl Registry {
             progress,
         })
         .await)
+    }
+}
+
+impl Registry {
+    /// Records a send refused by `READ_ONLY` in the send log, with what the call named.
+    async fn log_read_only_refusal(&self, name: &str, arguments: Option<&Value>) {
+        let field = |k: &str| {
+            arguments
+                .and_then(|a| json::get_str(a, k))
+                .map(str::to_string)
+        };
+        let text = field("message")
+            .or_else(|| field("emoji"))
+            .or_else(|| field("caption"));
+        let entry = crate::store::send_log::Entry {
+            tool: name.to_string(),
+            recipient: field("recipient_jid")
+                .or_else(|| field("chat_jid"))
+                .unwrap_or_default(),
+            bytes: text.as_ref().map_or(0, |t| t.len() as u64),
+            result: safety::REFUSED_READ_ONLY.into(),
+            idempotency_key: field("idempotency_key"),
+            body: text,
+            ..Default::default()
+        };
+        self.env.send_guard.log(&self.env.store, entry).await;
     }
 }
 

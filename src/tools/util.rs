@@ -92,6 +92,7 @@ mod tests {
             store,
             engine: None,
             idempotency_ttl_ms: crate::store::idempotency::DEFAULT_TTL_MS,
+            send_guard: Default::default(),
         })
     }
 
@@ -417,11 +418,45 @@ mod tests {
         }
     }
 
+    /// Tools that send or ask WhatsApp live (`send.rs`, `wait.rs`, `contacts.rs`; tested in
+    /// `tests_send.rs` and `tests/safe_sending.rs`).
+    const LIVE: [&str; 6] = [
+        "send_message",
+        "send_reaction",
+        "mark_as_read",
+        "wait_for_messages",
+        "get_profile_pic",
+        "get_group_info",
+    ];
+
+    #[test]
+    fn live_tools_without_an_engine_say_whatsapp_is_not_connected() {
+        let reg = registry(false);
+        for (name, args) in [
+            (
+                "send_message",
+                r#"{"recipient_jid":"+44 7700 900123","message":"hi"}"#,
+            ),
+            ("get_profile_pic", r#"{"jid":"447700900123"}"#),
+            ("get_group_info", r#"{"group_jid":"1203630001@g.us"}"#),
+        ] {
+            let args = json::parse(args).unwrap();
+            let result = smol::block_on(reg.call(name, Some(&args), Arc::new(NoProgress)))
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert!(result.is_error, "{name}");
+            let text = json::to_string(&result.to_value());
+            assert!(text.contains("WhatsApp is not connected"), "{name}: {text}");
+        }
+    }
+
     #[test]
     fn every_stub_answers_not_available_under_its_own_name() {
         let reg = registry(false);
         for t in reg.listed().filter(|t| {
-            t.name != "ping" && !FROM_STORE.contains(&t.name) && !FROM_ENGINE.contains(&t.name)
+            t.name != "ping"
+                && !FROM_STORE.contains(&t.name)
+                && !FROM_ENGINE.contains(&t.name)
+                && !LIVE.contains(&t.name)
         }) {
             let mut args = Object::new();
             for p in t.params.iter().filter(|p| p.required) {

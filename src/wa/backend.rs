@@ -191,6 +191,17 @@ pub fn create_tables(txn: &WriteTransaction) -> AppResult<()> {
     Ok(())
 }
 
+/// Removes materialized messages from `wa_inbox` inside the caller's write transaction (ingest
+/// prunes what it has written into the app's tables).
+pub fn inbox_remove(txn: &WriteTransaction, rows: &[InboxRow]) -> AppResult<()> {
+    let mut t = txn.open_table(INBOX).ctx("opening wa_inbox")?;
+    for r in rows {
+        t.remove((r.chat.as_str(), r.sender.as_str(), r.id.as_str()))
+            .ctx("pruning wa_inbox")?;
+    }
+    Ok(())
+}
+
 /// whatsapp-rust's storage backend over the app's [`Store`]. Cheap to clone.
 #[derive(Clone)]
 pub struct RedbBackend {
@@ -259,6 +270,71 @@ impl RedbBackend {
                 .ctx("writing an inbox message")?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    /// Commits a batch to `wa_inbox` and runs `also` in the same transaction (ingest writes the
+    /// same messages into the app's tables), so both are durable together on return.
+    pub async fn commit_inbox_with<F>(&self, rows: Vec<InboxRow>, also: F) -> WaResult<()>
+    where
+        F: Fn(&WriteTransaction) -> AppResult<()> + Send + 'static,
+    {
+        let now = now_secs();
+        let rows: Vec<(InboxRow, Vec<u8>)> = rows
+            .into_iter()
+            .map(|r| {
+                let v = r.encode(now);
+                (r, v)
+            })
+            .collect();
+        self.write("commit_inbox_with", move |txn| {
+            {
+                let mut t = txn.open_table(INBOX).ctx("opening wa_inbox")?;
+                for (r, value) in &rows {
+                    t.insert(
+                        (r.chat.as_str(), r.sender.as_str(), r.id.as_str()),
+                        value.as_slice(),
+                    )
+                    .ctx("writing an inbox message")?;
+                }
+            }
+            also(txn)
+        })
+        .await
+    }
+
+    /// Up to `limit` committed inbound messages of `wa_inbox` in key order, starting after
+    /// `after` (startup reconciliation with the app's tables, page by page).
+    pub async fn inbox_page(
+        &self,
+        after: Option<(String, String, String)>,
+        limit: usize,
+    ) -> WaResult<Vec<InboxRow>> {
+        self.read("inbox_page", move |r| {
+            let t = r.open_table(INBOX).ctx("opening wa_inbox")?;
+            let mut out = Vec::new();
+            let range = match &after {
+                Some((c, s, i)) => t.range((c.as_str(), s.as_str(), i.as_str())..),
+                None => t.range::<(&str, &str, &str)>(..),
+            }
+            .ctx("reading wa_inbox")?;
+            for entry in range {
+                let (k, v) = entry.ctx("reading wa_inbox")?;
+                let (chat, sender, id) = k.value();
+                if after.as_ref().is_some_and(|(c, s, i)| {
+                    (c.as_str(), s.as_str(), i.as_str()) == (chat, sender, id)
+                }) {
+                    continue;
+                }
+                if let Some(row) = InboxRow::decode(chat, sender, id, v.value()) {
+                    out.push(row);
+                }
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
         })
         .await
     }

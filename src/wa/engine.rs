@@ -49,6 +49,8 @@ use super::runtime::SmolRuntime;
 use super::transport::{TransportConfig, WaTransportFactory};
 use crate::store::{Context, Store};
 
+pub use super::send::{Quote, Sent};
+
 /// The version announced when neither `WA_WEB_VERSION` nor a cached one exists, so linking never
 /// waits on the `sw.js` fetch.
 pub const DEFAULT_VERSION: (u32, u32, u32) = (2, 3000, 0);
@@ -217,6 +219,10 @@ struct Inner {
     relink_rx: async_channel::Receiver<()>,
     /// The [`Engine::subscribe`] streams (unbounded; see the module doc).
     subscribers: Mutex<Vec<async_channel::Sender<EngineEvent>>>,
+    /// Outgoing message ids waiting for their server ack (`send.rs`).
+    acks: super::send::AckWaiters,
+    /// Live messages the durability hook committed to `wa_inbox` alone (`ingest.rs`).
+    hook_misses: Arc<super::ingest::HookMisses>,
 }
 
 /// The engine. Cheap to clone.
@@ -225,14 +231,14 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -241,6 +247,8 @@ impl Engine {
     /// background. Never waits for WhatsApp.
     pub fn start(store: Store, config: EngineConfig) -> Result<Engine, String> {
         let engine = Engine::new(store, config)?;
+        // Ingest subscribes before the client exists, so it sees every event.
+        super::ingest::start(&engine);
         let supervisor = engine.clone();
         crate::runtime::spawn(async move { supervisor.supervise().await }).detach();
         Ok(engine)
@@ -275,6 +283,8 @@ impl Engine {
                 relink_tx,
                 relink_rx,
                 subscribers: Mutex::new(Vec::new()),
+                acks: super::send::AckWaiters::default(),
+                hook_misses: Arc::new(super::ingest::HookMisses::default()),
             }),
         };
         Ok(engine)
@@ -308,6 +318,26 @@ impl Engine {
             state: None,
             raw: Some(ev.clone()),
         });
+    }
+
+    /// The app's store (for the send and ingest code in `src/wa`).
+    pub(super) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// whatsapp-rust's storage backend (ingest reads `wa_inbox` through it).
+    pub(super) fn backend(&self) -> &RedbBackend {
+        &self.inner.backend
+    }
+
+    /// Live messages whose app-table write the durability hook could not make.
+    pub(super) fn hook_misses(&self) -> &super::ingest::HookMisses {
+        &self.inner.hook_misses
+    }
+
+    /// The outgoing messages waiting for their server ack.
+    pub(super) fn ack_waiters(&self) -> &super::send::AckWaiters {
+        &self.inner.acks
     }
 
     /// The current state.
@@ -558,6 +588,7 @@ impl Engine {
             ))
             .with_inbound_durability_hook(InboxHook {
                 backend: self.inner.backend.clone(),
+                misses: self.inner.hook_misses.clone(),
             })
             .with_push_name(config.push_name.clone())
             .on_event(move |ev, client| {
@@ -572,6 +603,7 @@ impl Engine {
 
     fn on_event(&self, ev: &Event, client: &Arc<Client>) {
         match ev {
+            Event::ServerAck(ack) => self.inner.acks.resolve(ack),
             Event::PairingQrCode(q) => self.update(|s| {
                 s.snap.qr = Some(q.code.clone());
                 if s.snap.state != EngineState::Pairing {
@@ -790,6 +822,8 @@ pub async fn cache_version(
 /// sender, id), as the hook contract asks.
 pub struct InboxHook {
     backend: Arc<RedbBackend>,
+    /// Where the ids of a batch whose app-table write failed go (ingest writes them later).
+    misses: Arc<super::ingest::HookMisses>,
 }
 
 /// The `wa_inbox` rows for a batch.
@@ -816,13 +850,33 @@ fn inbox_rows(batch: &[InboundMessage]) -> Vec<InboxRow> {
 impl InboundDurabilityHook for InboxHook {
     async fn on_messages(
         &self,
-        _client: Arc<Client>,
+        client: Arc<Client>,
         batch: &[InboundMessage],
     ) -> whatsapp_rust::anyhow::Result<()> {
-        self.backend
-            .commit_inbox(inbox_rows(batch))
-            .await
-            .map_err(|e| whatsapp_rust::anyhow::anyhow!("committing inbound messages: {e}"))
+        // The app's tables get the same messages in the same transaction (ingest.rs), so a
+        // crash after the ack never loses one.
+        let own = client.pn().map(|j| j.to_non_ad_string());
+        let effects = super::ingest::batch_effects(batch, own.as_deref());
+        let together = self
+            .backend
+            .commit_inbox_with(inbox_rows(batch), move |txn| {
+                super::ingest::apply(txn, &effects)
+            })
+            .await;
+        match together {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                log::warn!(
+                    "whatsapp: storing inbound messages failed ({e}); committing them to wa_inbox \
+                     alone, ingest retries the rest"
+                );
+                self.misses.add(batch.iter().map(|m| m.info.id.to_string()));
+                self.backend
+                    .commit_inbox(inbox_rows(batch))
+                    .await
+                    .map_err(|e| whatsapp_rust::anyhow::anyhow!("committing inbound messages: {e}"))
+            }
+        }
     }
 }
 
@@ -959,6 +1013,86 @@ mod tests {
                 .unwrap();
             assert_eq!(back.as_ref(), rows.first());
         });
+    }
+
+    #[test]
+    fn inbox_rows_missing_from_the_app_tables_are_written_once_at_start() {
+        use whatsapp_rust::waproto::whatsapp as wa;
+        let config = EngineConfig {
+            ws_url: Some("ws://127.0.0.1:9/ws/chat".into()),
+            proxy: None,
+            extra_ca: None,
+            version: None,
+            push_name: "test".into(),
+        };
+        let store = Store::open_in_memory().unwrap();
+        let engine = Engine::new(store.clone(), config).unwrap();
+        let mut message = Vec::new();
+        whatsapp_rust::waproto::codec::message_encode_into(
+            &wa::Message {
+                conversation: Some("kept in the inbox".into()),
+                ..Default::default()
+            },
+            &mut message,
+        );
+        let row = InboxRow {
+            chat: "15550000002@s.whatsapp.net".into(),
+            sender: "15550000002:4@s.whatsapp.net".into(),
+            id: "3EB0INBOX".into(),
+            timestamp: 1_700_000_000,
+            from_me: false,
+            push_name: "Bob".into(),
+            message: message.clone(),
+        };
+        let template = message;
+        smol::block_on(async {
+            // What a hook that fell back to the inbox alone leaves behind.
+            engine.backend().commit_inbox(vec![row]).await.unwrap();
+            assert_eq!(super::super::ingest::reconcile_inbox(&engine).await, Ok(1));
+            assert_eq!(super::super::ingest::reconcile_inbox(&engine).await, Ok(0));
+            // Written, so pruned from the inbox.
+            let left = engine
+                .backend()
+                .inbox_get(
+                    "15550000002@s.whatsapp.net",
+                    "15550000002:4@s.whatsapp.net",
+                    "3EB0INBOX",
+                )
+                .await
+                .unwrap();
+            assert_eq!(left, None);
+            // Many rows are read page by page.
+            let many: Vec<InboxRow> = (0..2_500)
+                .map(|i| InboxRow {
+                    chat: "15550000003@s.whatsapp.net".into(),
+                    sender: "15550000003@s.whatsapp.net".into(),
+                    id: format!("3EB0M{i:05}"),
+                    timestamp: 1_700_000_000 + i,
+                    from_me: false,
+                    push_name: String::new(),
+                    message: template.clone(),
+                })
+                .collect();
+            engine.backend().commit_inbox(many).await.unwrap();
+            assert_eq!(
+                super::super::ingest::reconcile_inbox(&engine).await,
+                Ok(2_500)
+            );
+            assert_eq!(super::super::ingest::reconcile_inbox(&engine).await, Ok(0));
+        });
+        let (m, chat) = store
+            .read_blocking(|txn| {
+                Ok((
+                    crate::store::queries::message(txn, "15550000002@s.whatsapp.net", "3EB0INBOX")?,
+                    crate::store::queries::chat(txn, "15550000002@s.whatsapp.net")?,
+                ))
+            })
+            .unwrap();
+        let m = m.expect("stored from the inbox");
+        assert_eq!(m.row.body, "kept in the inbox");
+        assert_eq!(m.row.sender, "15550000002@s.whatsapp.net");
+        assert_eq!(m.timestamp_ms(), 1_700_000_000_000);
+        assert_eq!(chat.unwrap().unread, 1);
     }
 
     #[test]

@@ -11,6 +11,9 @@
 
 pub mod backend;
 pub mod engine;
+pub mod groups;
 pub mod http_client;
+pub mod ingest;
 pub mod runtime;
+pub mod send;
 pub mod transport;

@@ -355,3 +355,102 @@ pub fn mcp_answers(mcp: &Mcp) {
         r.text()
     );
 }
+
+// --- Peers, history sync and tool JSON (messaging tests) ---
+
+/// A peer client that fakewa runs (`POST /control/peers`).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub jid: String,
+    pub lid: String,
+    pub number: String,
+}
+
+/// Creates (links and connects) a peer named `name`.
+pub fn create_peer(fw: &FakeWa, name: &str) -> Peer {
+    let (status, body) = control(
+        fw,
+        "POST",
+        "/control/peers",
+        &format!(r#"{{"name":"{name}"}}"#),
+    );
+    assert_eq!(status, 200, "create peer {name}: {body}");
+    let j = Json::parse(&body).expect("peer JSON");
+    Peer {
+        jid: j.get("jid").str().expect("peer jid"),
+        lid: j.get("lid").str().unwrap_or_default(),
+        number: j.get("number").str().expect("peer number"),
+    }
+}
+
+/// `POST /control/peers/:number/send` with a raw JSON body; returns the answer's `id`.
+pub fn peer_send(fw: &FakeWa, peer: &Peer, body: &str) -> String {
+    let (status, answer) = control(
+        fw,
+        "POST",
+        &format!("/control/peers/{}/send", peer.number),
+        body,
+    );
+    assert_eq!(status, 200, "peer send {body}: {answer}");
+    Json::parse(&answer)
+        .and_then(|j| j.get("id").str())
+        .unwrap_or_else(|| panic!("peer send answers an id: {answer}"))
+}
+
+/// The messages a peer has received (`GET /control/peers/:number/inbox`).
+pub fn peer_inbox(fw: &FakeWa, peer: &Peer) -> Vec<Json> {
+    let (status, body) = control(
+        fw,
+        "GET",
+        &format!("/control/peers/{}/inbox", peer.number),
+        "",
+    );
+    assert_eq!(status, 200, "peer inbox: {body}");
+    Json::parse(&body)
+        .expect("inbox JSON")
+        .get("messages")
+        .arr()
+}
+
+/// Waits until the peer's inbox holds a message `ok` accepts; returns it.
+pub fn wait_peer_message(fw: &FakeWa, peer: &Peer, what: &str, ok: impl Fn(&Json) -> bool) -> Json {
+    wait_for(what, Duration::from_secs(30), || {
+        let found = peer_inbox(fw, peer).into_iter().find(|m| ok(m));
+        if found.is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        found
+    })
+}
+
+impl Mcp<'_> {
+    /// A tool's first text block parsed as JSON (panics on `isError`).
+    pub fn json(&self, tool: &str, args: &str) -> Json {
+        let result = self.call(tool, args);
+        let text = result.path("content.0.text").str().unwrap_or_default();
+        assert!(
+            result.get("isError").bool() != Some(true),
+            "{tool} {args}: {text}"
+        );
+        Json::parse(&text).unwrap_or_else(|| panic!("{tool}: not JSON: {text}"))
+    }
+
+    /// Polls a tool until `ok` accepts its JSON; returns that JSON.
+    pub fn wait_json(
+        &self,
+        what: &str,
+        tool: &str,
+        args: &str,
+        ok: impl Fn(&Json) -> bool,
+    ) -> Json {
+        wait_for(what, Duration::from_secs(30), || {
+            let j = self.json(tool, args);
+            if ok(&j) {
+                Some(j)
+            } else {
+                std::thread::sleep(Duration::from_millis(50));
+                None
+            }
+        })
+    }
+}

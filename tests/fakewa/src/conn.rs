@@ -196,12 +196,24 @@ where
                 let _ = sink.close(None).await;
                 return Ok(());
             }
-            // Nothing was queued while the device was away: the offline drain ends at once.
+            // What was queued while the device was away, in order, then the end of the
+            // offline drain with its count (route.rs).
+            let queued = state.take_offline(conn);
+            let count = queued.len();
+            for node in &queued {
+                sink.send(out.frame(node)?).await?;
+            }
             let offline = NodeBuilder::new("ib")
                 .attr("from", "s.whatsapp.net")
-                .children([NodeBuilder::new("offline").attr("count", "0").build()])
+                .children([NodeBuilder::new("offline")
+                    .attr("count", count.to_string())
+                    .build()])
                 .build();
             sink.send(out.frame(&offline)?).await?;
+            // Presence and fresh chatstates held while it was away (presence.rs).
+            for node in state.take_held(conn) {
+                sink.send(out.frame(&node)?).await?;
+            }
         }
         (None, _) => {
             let push_name = payload.push_name.clone().unwrap_or_default();
@@ -269,12 +281,38 @@ fn attr(node: &Node, key: &str) -> Option<String> {
 /// One stanza from a client.
 fn handle(state: &Arc<State>, conn: u64, out: &async_channel::Sender<Outgoing>, node: Node) {
     log::debug!("conn {conn} <- {node:?}");
-    if node.tag != "iq" {
-        return;
-    }
     let reply = |n: Node| {
         let _ = out.try_send(Outgoing::Node(n));
     };
+    // Routed stanzas (route.rs, presence.rs).
+    match node.tag.as_ref() {
+        "iq" => {}
+        "message" => {
+            if let Some(ack) = state.route_message(conn, &node) {
+                reply(ack);
+            }
+            return;
+        }
+        "receipt" => {
+            if let Some(ack) = state.route_receipt(conn, &node) {
+                reply(ack);
+            }
+            return;
+        }
+        "ack" => {
+            state.client_ack(conn, &node);
+            return;
+        }
+        "presence" => {
+            state.presence(conn, &node);
+            return;
+        }
+        "chatstate" => {
+            state.chatstate(conn, &node);
+            return;
+        }
+        _ => return,
+    }
     let xmlns = attr(&node, "xmlns");
     match (attr(&node, "type").as_deref(), xmlns.as_deref()) {
         (Some("result") | Some("error"), _) => state.iq_answer(conn, &node),
@@ -293,6 +331,9 @@ fn handle(state: &Arc<State>, conn: u64, out: &async_channel::Sender<Outgoing>, 
             } else {
                 reply(error_for(&node, 400, "bad-request"));
             }
+        }
+        (Some("get"), Some("encrypt")) if node.get_optional_child("key").is_some() => {
+            reply(with_children(&node, [state.prekey_bundles(&node)]))
         }
         (Some("get"), Some("encrypt")) if node.get_optional_child("count").is_some() => {
             match state.prekey_count(conn) {
@@ -354,6 +395,32 @@ fn handle(state: &Arc<State>, conn: u64, out: &async_channel::Sender<Outgoing>, 
                 _ => reply(error_for(&node, 400, "bad-request")),
             }
         }
+        // The media CDN's host and upload auth (cdn.rs).
+        (Some("set"), Some("w:m")) if node.get_optional_child("media_conn").is_some() => {
+            match state.media_conn() {
+                Some(media_conn) => reply(with_children(&node, [media_conn])),
+                None => reply(error_for(&node, 503, "service-unavailable")),
+            }
+        }
+        // Profile picture and about text (profile_iq.rs).
+        (Some("get") | Some("set"), Some("w:profile:picture")) => {
+            match state.profile_picture_iq(conn, &node) {
+                Ok(children) => reply(with_children(&node, children)),
+                Err(code) => reply(error_for(&node, code, "item-not-found")),
+            }
+        }
+        (Some("set"), Some("status")) => {
+            if state.set_status_text(conn, &node) {
+                reply(result_for(&node));
+            } else {
+                reply(error_for(&node, 401, "not-authorized"));
+            }
+        }
+        // Groups (groups.rs).
+        (Some("get") | Some("set"), Some("w:g2")) => match state.group_iq(conn, &node) {
+            Ok(children) => reply(with_children(&node, children)),
+            Err((code, text)) => reply(error_for(&node, code, text)),
+        },
         (Some("get"), Some("abt")) => reply(with_children(
             &node,
             [NodeBuilder::new("props")

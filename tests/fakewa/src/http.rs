@@ -29,8 +29,16 @@ impl Request {
 
 /// Reads one request head and its `Content-Length` body (no chunked bodies).
 pub async fn read_request<S: AsyncRead + Unpin>(io: &mut S) -> anyhow::Result<Request> {
+    read_request_limited(io, MAX_BODY).await
+}
+
+/// `read_request` with a body of up to `max_body` bytes (the CDN's uploads).
+pub async fn read_request_limited<S: AsyncRead + Unpin>(
+    io: &mut S,
+    max_body: usize,
+) -> anyhow::Result<Request> {
     let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
+    let mut chunk = vec![0u8; 64 * 1024];
     let head_len = loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break pos + 4;
@@ -71,7 +79,7 @@ pub async fn read_request<S: AsyncRead + Unpin>(io: &mut S) -> anyhow::Result<Re
         .transpose()
         .context("bad Content-Length")?
         .unwrap_or(0);
-    if len > MAX_BODY {
+    if len > max_body {
         bail!("body too large");
     }
     while request.body.len() < len {

@@ -3,10 +3,20 @@
 //! CA fakewa mints, or plain) with Noise XX, the frame layer and the binary node codec.
 //! See README.md for the CLI and the control API.
 
+pub mod cdn;
 pub mod certs;
+pub mod client;
 mod conn;
+mod groups;
+mod history;
 mod http;
+mod peers;
 mod phone;
+mod prekeys;
+mod presence;
+mod profile;
+mod profile_iq;
+mod route;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -42,7 +52,16 @@ pub struct Server {
     pub control_addr: SocketAddr,
     pub ca_pem_path: PathBuf,
     pub state: Arc<State>,
+    /// The media CDN (HTTPS on the listen IP, any free port).
+    pub cdn_addr: SocketAddr,
+    peers: Arc<peers::Peers>,
     _tasks: Vec<smol::Task<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.peers.stop_all();
+    }
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -52,6 +71,7 @@ struct Shared {
     state: Arc<State>,
     noise: Arc<conn::NoiseIdentity>,
     tls: Option<futures_rustls::TlsAcceptor>,
+    peers: Arc<peers::Peers>,
 }
 
 /// Mints the keys, writes `DIR/ca.pem`, binds both ports and starts serving.
@@ -69,13 +89,35 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let control = TcpListener::bind(config.control)
         .await
         .with_context(|| format!("binding {}", config.control))?;
-    let shared = Arc::new(Shared {
-        state: Arc::new(State::default()),
-        noise: Arc::new(conn::NoiseIdentity::generate()),
-        tls: (!config.plain).then(|| futures_rustls::TlsAcceptor::from(tls.server_config)),
-    });
     let listen_addr = listener.local_addr()?;
     let control_addr = control.local_addr()?;
+    let state = Arc::new(State::default());
+    // Peers and the CDN use loopback when the listen address is a wildcard.
+    let local_ip = match listen_addr.ip() {
+        ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        ip => ip,
+    };
+    let (cdn, cdn_task) = cdn::start(
+        local_ip,
+        futures_rustls::TlsAcceptor::from(tls.server_config.clone()),
+    )
+    .await?;
+    let cdn_addr = cdn.addr();
+    let _ = state.cdn.set(cdn);
+    let peers = Arc::new(peers::Peers::new(
+        state.clone(),
+        client::ClientConfig {
+            addr: SocketAddr::new(local_ip, listen_addr.port()),
+            tls: !config.plain,
+            ca_pem: Some(tls.ca_pem.clone().into_bytes()),
+        },
+    ));
+    let shared = Arc::new(Shared {
+        state,
+        noise: Arc::new(conn::NoiseIdentity::generate()),
+        tls: (!config.plain).then(|| futures_rustls::TlsAcceptor::from(tls.server_config)),
+        peers: peers.clone(),
+    });
 
     let s = shared.clone();
     let listen_task = smol::spawn(async move {
@@ -114,7 +156,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         control_addr,
         ca_pem_path,
         state: shared.state.clone(),
-        _tasks: vec![listen_task, control_task],
+        cdn_addr,
+        peers,
+        _tasks: vec![listen_task, control_task, cdn_task],
     })
 }
 
@@ -168,7 +212,8 @@ async fn serve_listen(tcp: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()>
 }
 
 async fn serve_control(mut tcp: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
-    let req = http::read_request(&mut tcp).await?;
+    // Large enough for a history sync of 100,000 messages.
+    let req = http::read_request_limited(&mut tcp, 256 * 1024 * 1024).await?;
     let path = req.path.split('?').next().unwrap_or("");
     let body: serde_json::Value = if req.body.is_empty() {
         json!({})
@@ -227,6 +272,35 @@ async fn serve_control(mut tcp: TcpStream, shared: Arc<Shared>) -> anyhow::Resul
                     json!({"error": "expected {\"phone\": \"…\", \"code\": \"…\"}"}),
                 ),
             }
+        }
+        // A group created server-side (groups.rs).
+        ("POST", "/control/groups") => {
+            let subject = body.get("subject").and_then(|v| v.as_str()).unwrap_or("");
+            let members: Option<Vec<String>> =
+                body.get("members").and_then(|v| v.as_array()).map(|a| {
+                    a.iter()
+                        .filter_map(|m| m.as_str().map(str::to_string))
+                        .collect()
+                });
+            match members {
+                Some(members) => match shared.state.control_create_group(subject, &members) {
+                    Ok(jid) => (200, json!({ "jid": jid })),
+                    Err(e) => (e.status, json!({ "error": e.message })),
+                },
+                None => (
+                    400,
+                    json!({"error": "expected {\"subject\": \"…\", \"members\": [\"…\"]}"}),
+                ),
+            }
+        }
+        // Peers, history sync and profile pictures (peers.rs, history.rs).
+        (method, p)
+            if p == "/control/peers"
+                || p.starts_with("/control/peers/")
+                || p == "/control/history"
+                || p == "/control/profile-pic" =>
+        {
+            peers::control(&shared.state, &shared.peers, method, &req.path, &body).await
         }
         _ => (404, json!({"error": "no such endpoint"})),
     };

@@ -114,17 +114,24 @@ fn pad(mut plain: Vec<u8>) -> Vec<u8> {
     plain
 }
 
-/// Encrypts an `AppStateSyncKeyShare` for `device` of `number` with a new session built from
-/// `keys` (one one-time prekey, already taken out of the server's list, or none). Returns the
-/// `pkmsg` bytes.
-pub async fn encrypt_key_share(
+/// A one-time prekey as the server holds it: id and public key.
+pub type OneTimePreKey = (u32, Vec<u8>);
+
+/// Whether the phone already has a Signal session with `device` of `number`.
+pub async fn has_session(store: &PhoneStore, number: &str, device: u32) -> bool {
+    let address = ProtocolAddress::new(number, device.into());
+    store.sessions.has_session(&address).await.unwrap_or(false)
+}
+
+/// Builds a session with `device` of `number` from `keys` (one one-time prekey, already
+/// taken out of the server's list, or none).
+async fn open_session(
     store: &mut PhoneStore,
     number: &str,
     device: u32,
     keys: &DeviceKeys,
     prekey: Option<(u32, Vec<u8>)>,
-    app_key: &AppStateKey,
-) -> anyhow::Result<Vec<u8>> {
+) -> anyhow::Result<()> {
     let pk = |b: &[u8]| {
         PublicKey::from_djb_public_key_bytes(b).map_err(|e| anyhow::anyhow!("bad key: {e}"))
     };
@@ -155,6 +162,52 @@ pub async fn encrypt_key_share(
         UsePQRatchet::No,
     )
     .await?;
+    Ok(())
+}
+
+/// Encrypts `message` (padded) for `device` of `number` on the phone's session with it,
+/// opening one from `bundle` (its keys and a one-time prekey) when there is none. Returns
+/// the `<enc type>` (`pkmsg` or `msg`) and the ciphertext.
+pub async fn encrypt_message(
+    store: &mut PhoneStore,
+    number: &str,
+    device: u32,
+    bundle: Option<(&DeviceKeys, Option<OneTimePreKey>)>,
+    message: &wa::Message,
+) -> anyhow::Result<(&'static str, Vec<u8>)> {
+    let address = ProtocolAddress::new(number, device.into());
+    if !store.sessions.has_session(&address).await.unwrap_or(false) {
+        let (keys, prekey) =
+            bundle.ok_or_else(|| anyhow::anyhow!("no session and no keys for {address}"))?;
+        open_session(store, number, device, keys, prekey).await?;
+    }
+    let ct = message_encrypt(
+        &pad(message.encode_to_vec()),
+        &address,
+        &mut store.sessions,
+        &mut store.identity,
+    )
+    .await?;
+    match ct {
+        CiphertextMessage::PreKeySignalMessage(m) => Ok(("pkmsg", m.serialized().to_vec())),
+        CiphertextMessage::SignalMessage(m) => Ok(("msg", m.serialized().to_vec())),
+        _ => anyhow::bail!("unexpected ciphertext kind"),
+    }
+}
+
+/// Encrypts an `AppStateSyncKeyShare` for `device` of `number` with a new session built from
+/// `keys` (one one-time prekey, already taken out of the server's list, or none). Returns
+/// the `pkmsg` bytes.
+pub async fn encrypt_key_share(
+    store: &mut PhoneStore,
+    number: &str,
+    device: u32,
+    keys: &DeviceKeys,
+    prekey: Option<(u32, Vec<u8>)>,
+    app_key: &AppStateKey,
+) -> anyhow::Result<Vec<u8>> {
+    open_session(store, number, device, keys, prekey).await?;
+    let address = ProtocolAddress::new(number, device.into());
     let share = wa::Message {
         protocol_message: buffa::MessageField::some(wa::message::ProtocolMessage {
             r#type: Some(wa::message::protocol_message::Type::APP_STATE_SYNC_KEY_SHARE),

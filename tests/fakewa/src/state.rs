@@ -92,6 +92,17 @@ pub struct Account {
     /// App-state patches the account's devices uploaded, opaque, by collection name; the
     /// patch at index i has version i + 1.
     pub app_state: HashMap<String, Vec<Vec<u8>>>,
+    /// The phone's (device 0) signed prekey as served in prekey bundles: id, public key,
+    /// signature by the phone's identity key.
+    pub phone_signed_prekey: (u32, Vec<u8>, Vec<u8>),
+    /// The push name last announced in a `<presence name=…>`: the `notify` of its messages.
+    pub notify_name: Option<String>,
+    /// Last presence: `available` or `unavailable`, and when (unix seconds).
+    pub presence: Option<(String, u64)>,
+    /// Status text (`about`) and when it was set.
+    pub status_text: Option<(String, u64)>,
+    /// Profile picture: (id, full image, preview).
+    pub picture: Option<(u64, Vec<u8>, Vec<u8>)>,
 }
 
 /// A device's Signal keys as uploaded: registration id, identity, signed prekey and the
@@ -149,13 +160,16 @@ struct PairCodeFlow {
     done: Option<async_channel::Sender<Result<String, String>>>,
 }
 
-struct Conn {
-    tx: async_channel::Sender<Outgoing>,
+pub(crate) struct Conn {
+    pub(crate) tx: async_channel::Sender<Outgoing>,
     push_name: Option<String>,
-    account: Option<usize>,
-    device: Option<u32>,
-    phase: Phase,
+    pub(crate) account: Option<usize>,
+    pub(crate) device: Option<u32>,
+    pub(crate) phase: Phase,
     pair_wait: Option<PairWait>,
+    /// Routed stanzas sent on this connection and not yet acked by the client:
+    /// (class, id, stanza). Delivered again elsewhere when the connection closes.
+    pub(crate) unacked: Vec<(String, String, Node)>,
 }
 
 #[derive(Default)]
@@ -169,11 +183,20 @@ struct Counters {
 }
 
 #[derive(Default)]
-struct Inner {
-    accounts: Vec<Account>,
-    conns: HashMap<u64, Conn>,
+pub(crate) struct Inner {
+    pub(crate) accounts: Vec<Account>,
+    pub(crate) conns: HashMap<u64, Conn>,
     next_conn: u64,
     next_id: u64,
+    /// Each device's offline queue, by (account index, device id), oldest first.
+    pub(crate) queues: HashMap<(usize, u32), std::collections::VecDeque<Node>>,
+    /// Groups by their JID user part.
+    pub(crate) groups: HashMap<String, crate::groups::Group>,
+    /// Presence subscriptions per target account: (subscriber account, device, the JID it
+    /// subscribed to, as written).
+    pub(crate) presence_subs: HashMap<usize, Vec<(usize, u32, String)>>,
+    /// Presence and chatstates held for offline devices: (expiry, coalescing key, stanza).
+    pub(crate) ephemeral: HashMap<(usize, u32), Vec<crate::presence::Held>>,
     /// QR ref → the connection it was issued to.
     refs: HashMap<String, u64>,
     counters: Counters,
@@ -188,6 +211,8 @@ pub struct State {
     inner: Mutex<Inner>,
     /// Each account's phone Signal store, by account index.
     phones: smol::lock::Mutex<HashMap<usize, PhoneStore>>,
+    /// The media CDN `media_conn` announces (set once at start).
+    pub cdn: std::sync::OnceLock<Arc<crate::cdn::Cdn>>,
 }
 
 #[derive(Debug)]
@@ -197,7 +222,7 @@ pub struct ControlError {
 }
 
 impl ControlError {
-    fn new(status: u16, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -206,7 +231,7 @@ impl ControlError {
 }
 
 impl State {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -225,6 +250,7 @@ impl State {
                 device: None,
                 phase: Phase::Handshake,
                 pair_wait: None,
+                unacked: Vec::new(),
             },
         );
         id
@@ -232,7 +258,12 @@ impl State {
 
     pub fn close_connection(&self, id: u64) {
         let mut g = self.lock();
-        g.conns.remove(&id);
+        if let Some(c) = g.conns.remove(&id) {
+            let logged_in = c.phase == Phase::LoggedIn;
+            if logged_in {
+                Self::requeue_closed(&mut g, c.account, c.device, c.unacked);
+            }
+        }
         g.refs.retain(|_, c| *c != id);
         g.pair_codes.retain(|_, f| f.conn != id);
     }
@@ -263,11 +294,18 @@ impl State {
                 timestamp_ms: now_secs() as i64 * 1000,
             },
             app_state: HashMap::new(),
+            phone_signed_prekey: (0, Vec::new(), Vec::new()),
+            notify_name: None,
+            presence: None,
+            status_text: None,
+            picture: None,
         });
-        g.accounts.len() - 1
+        let i = g.accounts.len() - 1;
+        g.accounts[i].phone_signed_prekey = phone_signed_prekey(&g.accounts[i].phone_identity);
+        i
     }
 
-    fn next_id(g: &mut Inner, prefix: &str) -> String {
+    pub(crate) fn next_id(g: &mut Inner, prefix: &str) -> String {
         g.next_id += 1;
         format!("{prefix}.{}", g.next_id)
     }
@@ -705,7 +743,7 @@ impl State {
     }
 
     /// The account and device a logged-in connection speaks for.
-    fn logged_in(g: &Inner, conn: u64) -> Option<(usize, u32)> {
+    pub(crate) fn logged_in(g: &Inner, conn: u64) -> Option<(usize, u32)> {
         let c = g.conns.get(&conn)?;
         match (c.phase, c.account, c.device) {
             (Phase::LoggedIn, Some(a), Some(d)) => Some((a, d)),
@@ -919,22 +957,43 @@ impl State {
             for protocol in &protocols {
                 match (protocol.as_str(), account) {
                     ("devices", Some(a)) => {
-                        let devices = std::iter::once(0)
-                            .chain(a.devices.iter().copied())
-                            .map(|d| NodeBuilder::new("device").attr("id", d.to_string()).build());
-                        children.push(
-                            NodeBuilder::new("devices")
-                                .children([NodeBuilder::new("device-list")
-                                    .children(devices)
-                                    .build()])
-                                .build(),
-                        );
+                        // Companions carry their ADV key index (= their device id), and the
+                        // signed key-index list names the valid ones.
+                        let devices =
+                            std::iter::once(0)
+                                .chain(a.devices.iter().copied())
+                                .map(|d| {
+                                    let mut n =
+                                        NodeBuilder::new("device").attr("id", d.to_string());
+                                    if d != 0 {
+                                        n = n.attr("key-index", d.to_string());
+                                    }
+                                    n.build()
+                                });
+                        let mut list =
+                            vec![NodeBuilder::new("device-list").children(devices).build()];
+                        if !a.devices.is_empty() {
+                            list.push(
+                                NodeBuilder::new("key-index-list")
+                                    .attr("ts", now_secs().to_string())
+                                    .bytes(signed_key_index_list(a))
+                                    .build(),
+                            );
+                        }
+                        children.push(NodeBuilder::new("devices").children(list).build());
                     }
                     ("devices", None) => children.push(
                         NodeBuilder::new("devices")
                             .children([NodeBuilder::new("device-list").build()])
                             .build(),
                     ),
+                    ("status", Some(a)) => children.push(match &a.status_text {
+                        Some((text, t)) => NodeBuilder::new("status")
+                            .attr("t", t.to_string())
+                            .string_content(text.clone())
+                            .build(),
+                        None => NodeBuilder::new("status").build(),
+                    }),
                     ("lid", Some(a)) if !is_lid => children.push(
                         NodeBuilder::new("lid")
                             .attr("val", format!("{}@lid", a.lid))
@@ -1145,24 +1204,19 @@ impl State {
                 collections.push(out.attr("version", current.to_string()).build());
                 continue;
             }
+            // The first fetch of an empty `critical_block` stores the phone's push-name
+            // patch as version 1, shared by every device of the account.
+            let empty = g.accounts[a].app_state.get(&name).is_none_or(Vec::is_empty);
+            if empty && name == "critical_block" {
+                let patch = push_name_patch(&g.accounts[a], &name);
+                g.accounts[a].app_state.insert(name.clone(), vec![patch]);
+            }
             let account = &g.accounts[a];
             let stored = account
                 .app_state
                 .get(&name)
                 .map(Vec::as_slice)
                 .unwrap_or(&[]);
-            if stored.is_empty() && name == "critical_block" && version == 0 {
-                collections.push(
-                    out.attr("version", "1")
-                        .children([NodeBuilder::new("patches")
-                            .children([NodeBuilder::new("patch")
-                                .bytes(push_name_patch(account, &name))
-                                .build()])
-                            .build()])
-                        .build(),
-                );
-                continue;
-            }
             let current = stored.len().max(version);
             let newer: Vec<Node> = stored
                 .iter()
@@ -1283,6 +1337,18 @@ impl State {
     }
 }
 
+/// A signed prekey for a phone identity: (id 1, public key, XEdDSA signature over the
+/// serialized public key).
+fn phone_signed_prekey(identity: &KeyPair) -> (u32, Vec<u8>, Vec<u8>) {
+    let spk = KeyPair::generate(&mut rng());
+    let signature = identity
+        .private_key
+        .calculate_signature(&spk.public_key.serialize(), &mut rng())
+        .map(|s| s.to_vec())
+        .unwrap_or_default();
+    (1, spk.public_key.public_key_bytes().to_vec(), signature)
+}
+
 /// The push name the phone stores for an account: its display name, or `User <number>`.
 pub fn account_push_name(a: &Account) -> String {
     if a.display_name.is_empty() {
@@ -1372,6 +1438,38 @@ fn node_bytes(node: Option<&Node>) -> Option<Vec<u8>> {
     }
 }
 
+/// The account's ADV raw id: one per account, shared by its device identities and its
+/// key-index list.
+pub fn account_raw_id(a: &Account) -> u32 {
+    (a.lid.parse::<u64>().unwrap_or(0) % 1_000_000_007) as u32
+}
+
+/// An `ADVSignedKeyIndexList` naming the account's companions (key index = device id),
+/// signed by the phone's identity key over `[6,2] ‖ details`.
+fn signed_key_index_list(a: &Account) -> Vec<u8> {
+    let details = wa::ADVKeyIndexList {
+        raw_id: Some(account_raw_id(a)),
+        timestamp: Some(now_secs()),
+        current_index: Some(a.next_device.saturating_sub(1)),
+        valid_indexes: a.devices.clone(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let msg = [&[6u8, 2][..], &details].concat();
+    let signature = a
+        .phone_identity
+        .private_key
+        .calculate_signature(&msg, &mut rng())
+        .map(|s| s.to_vec())
+        .unwrap_or_default();
+    wa::ADVSignedKeyIndexList {
+        details: Some(details),
+        account_signature: Some(signature),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
 /// The phone's side of linking: an `ADVSignedDeviceIdentityHMAC` for `device`, with the
 /// account signature by the phone's identity key over the companion's identity key, and
 /// the HMAC keyed with the adv secret from the QR.
@@ -1381,10 +1479,8 @@ fn sign_device_identity(
     companion_identity: &[u8; 32],
     adv_secret: &[u8],
 ) -> Result<Vec<u8>, String> {
-    let mut raw_id = [0u8; 4];
-    rand::Rng::fill_bytes(&mut rng(), &mut raw_id);
     let details = wa::ADVDeviceIdentity {
-        raw_id: Some(u32::from_le_bytes(raw_id)),
+        raw_id: Some(account_raw_id(account)),
         timestamp: Some(now_secs()),
         key_index: Some(device),
         ..Default::default()
@@ -1449,6 +1545,80 @@ fn verify_pair_device_sign(account: &Account, wait: &PairWait, node: &Node) -> R
         Ok(())
     } else {
         Err("bad device signature in pair-device-sign".into())
+    }
+}
+
+// --- Accessors for peers, history sync, the CDN and profile pictures (h2) ---
+
+impl State {
+    /// The phones' Signal stores, by account index (history sync sends from device 0).
+    pub(crate) fn phone_stores(&self) -> &smol::lock::Mutex<HashMap<usize, PhoneStore>> {
+        &self.phones
+    }
+
+    /// The `<media_conn>` answer child, once the CDN runs.
+    pub fn media_conn(&self) -> Option<Node> {
+        self.cdn.get().map(|c| c.media_conn_node())
+    }
+
+    /// The account for a push name (peers), created when missing. With `number`, the
+    /// account must have that number, or gets it when it is new (409 when the push name
+    /// has another number or the number belongs to another push name).
+    pub fn ensure_account(
+        &self,
+        push_name: &str,
+        number: Option<&str>,
+    ) -> Result<usize, ControlError> {
+        let mut g = self.lock();
+        let digits: Option<String> =
+            number.map(|n| n.chars().filter(char::is_ascii_digit).collect());
+        if digits.as_deref() == Some("") {
+            return Err(ControlError::new(400, "the number has no digits"));
+        }
+        if let Some(i) = g.accounts.iter().position(|a| a.push_name == push_name) {
+            if let Some(d) = &digits
+                && g.accounts[i].number != *d
+            {
+                return Err(ControlError::new(
+                    409,
+                    format!("{push_name:?} already has number {}", g.accounts[i].number),
+                ));
+            }
+            return Ok(i);
+        }
+        if let Some(d) = &digits
+            && g.accounts.iter().any(|a| a.number == *d)
+        {
+            return Err(ControlError::new(
+                409,
+                format!("number {d} belongs to another push name"),
+            ));
+        }
+        let i = Self::new_account(&mut g, push_name);
+        if let Some(d) = digits {
+            g.accounts[i].number = d;
+        }
+        Ok(i)
+    }
+
+    /// `POST /control/profile-pic`: the account's picture (full image and preview, the
+    /// same bytes), under a new id; `w:profile:picture` answers it. Returns the id.
+    pub fn set_profile_picture(&self, number: &str, bytes: Vec<u8>) -> Result<u64, ControlError> {
+        let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+        let mut g = self.lock();
+        let a = g
+            .accounts
+            .iter_mut()
+            .find(|a| a.number == digits)
+            .ok_or_else(|| ControlError::new(404, "no such account"))?;
+        let id = a
+            .picture
+            .as_ref()
+            .map_or(0, |(id, _, _)| *id)
+            .max(now_secs())
+            + 1;
+        a.picture = Some((id, bytes.clone(), bytes));
+        Ok(id)
     }
 }
 

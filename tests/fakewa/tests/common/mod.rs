@@ -1,173 +1,18 @@
-//! Test helpers: fakewa in process, and a real whatsapp-rust client on smol (runtime,
-//! WebSocket transport over TLS trusting `DIR/ca.pem` or plain, a stub HTTP client).
+//! Test helpers: fakewa in process, and a real whatsapp-rust client on smol through
+//! `fakewa::client` (runtime, WebSocket transport over TLS trusting `DIR/ca.pem` or plain,
+//! the CDN's HTTPS client).
 
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_tungstenite::tungstenite::Message;
-use async_tungstenite::tungstenite::client::IntoClientRequest as _;
-use async_tungstenite::tungstenite::http::HeaderValue;
-use futures_lite::{AsyncRead, AsyncWrite, StreamExt as _};
-use futures_rustls::rustls;
-use whatsapp_rust::async_trait;
-use whatsapp_rust::bot::{Bot, BotHandle};
-use whatsapp_rust::bytes::Bytes;
+use whatsapp_rust::bot::BotHandle;
 use whatsapp_rust::types::events::Event;
-use whatsapp_rust::wacore::net::{
-    DisconnectReason, HttpClient, HttpRequest, HttpResponse, Transport, TransportEvent,
-    TransportFactory,
-};
-use whatsapp_rust::wacore::runtime::{AbortHandle, Runtime};
 use whatsapp_rust::wacore::store::InMemoryBackend;
-
-type BoxFut = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
-type BoxFutSend = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// The engine's runtime on smol's global executor.
-pub struct SmolRuntime;
-
-#[async_trait]
-impl Runtime for SmolRuntime {
-    fn spawn(&self, f: BoxFut) -> AbortHandle {
-        // A detached handle must not cancel the task: abort through `abortable` instead of
-        // dropping the smol task.
-        let (f, h) = whatsapp_rust::futures::future::abortable(f);
-        smol::spawn(async move {
-            let _ = f.await;
-        })
-        .detach();
-        AbortHandle::new(move || h.abort())
-    }
-    fn spawn_detached(&self, f: BoxFut) {
-        smol::spawn(f).detach();
-    }
-    fn sleep(&self, d: Duration) -> BoxFutSend {
-        Box::pin(async move {
-            smol::Timer::after(d).await;
-        })
-    }
-    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send + 'static>) -> BoxFutSend {
-        Box::pin(smol::unblock(f))
-    }
-    fn yield_now(&self) -> Option<BoxFutSend> {
-        Some(Box::pin(smol::future::yield_now()))
-    }
-}
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// Dials fakewa's `/ws/chat`: TLS trusting only fakewa's CA, or plain.
-pub struct WsFactory {
-    pub addr: SocketAddr,
-    pub tls: Option<futures_rustls::TlsConnector>,
-}
-
-impl WsFactory {
-    pub fn new(addr: SocketAddr, ca_pem: Option<&std::path::Path>) -> Self {
-        let tls = ca_pem.map(|path| {
-            let pem = std::fs::read(path).expect("ca.pem");
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-                roots.add(cert.expect("PEM certificate")).expect("CA");
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            futures_rustls::TlsConnector::from(Arc::new(config))
-        });
-        Self { addr, tls }
-    }
-}
-
-struct WsTransport {
-    sink: smol::lock::Mutex<async_tungstenite::WebSocketSender<Box<dyn Io>>>,
-}
-
-#[async_trait]
-impl Transport for WsTransport {
-    async fn send(&self, data: Bytes) -> anyhow::Result<()> {
-        self.sink.lock().await.send(Message::Binary(data)).await?;
-        Ok(())
-    }
-    async fn disconnect(&self) {
-        let _ = self.sink.lock().await.close(None).await;
-    }
-}
-
-#[async_trait]
-impl TransportFactory for WsFactory {
-    async fn create_transport(
-        &self,
-    ) -> anyhow::Result<(Arc<dyn Transport>, async_channel::Receiver<TransportEvent>)> {
-        let tcp = smol::net::TcpStream::connect(self.addr).await?;
-        let (io, scheme): (Box<dyn Io>, _) = match &self.tls {
-            Some(connector) => {
-                let name = rustls::pki_types::ServerName::from(self.addr.ip());
-                (Box::new(connector.connect(name, tcp).await?), "wss")
-            }
-            None => (Box::new(tcp), "ws"),
-        };
-        let mut req = format!("{scheme}://{}/ws/chat", self.addr).into_client_request()?;
-        req.headers_mut().insert(
-            "Origin",
-            HeaderValue::from_static("https://web.whatsapp.com"),
-        );
-        let (ws, _) = async_tungstenite::client_async(req, io).await?;
-        let (sink, mut rx) = ws.split();
-        let (tx, events) = async_channel::bounded(64);
-        tx.send(TransportEvent::Connected).await?;
-        smol::spawn(async move {
-            let reason = loop {
-                match rx.next().await {
-                    Some(Ok(Message::Binary(b))) => {
-                        if tx.send(TransportEvent::DataReceived(b)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(Ok(Message::Close(frame))) => {
-                        break DisconnectReason::ServerClose {
-                            code: frame.as_ref().map(|f| u16::from(f.code)),
-                            reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
-                        };
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => break DisconnectReason::ReadError(e.to_string()),
-                    None => break DisconnectReason::StreamEnded,
-                }
-            };
-            let _ = tx.send(TransportEvent::Disconnected(reason)).await;
-        })
-        .detach();
-        let transport: Arc<dyn Transport> = Arc::new(WsTransport {
-            sink: smol::lock::Mutex::new(sink),
-        });
-        Ok((transport, events))
-    }
-}
-
-/// No HTTP in these tests (the version is pinned with `with_version`).
-pub struct NoHttp;
-
-#[async_trait]
-impl HttpClient for NoHttp {
-    async fn execute(&self, req: HttpRequest) -> anyhow::Result<HttpResponse> {
-        Ok(HttpResponse {
-            status_code: 404,
-            body: format!("fakewa tests make no HTTP requests ({})", req.url).into_bytes(),
-        })
-    }
-}
 
 /// A fakewa in this process on 127.0.0.1:0, in a fresh temporary directory.
 pub async fn start_fakewa(plain: bool) -> fakewa::Server {
@@ -202,8 +47,15 @@ pub async fn start_client(
     plain: bool,
     push_name: &str,
 ) -> (BotHandle, async_channel::Receiver<Arc<Event>>) {
-    let ca = (!plain).then_some(server.ca_pem_path.as_path());
-    start_client_at(server.listen_addr, ca, push_name).await
+    let config = fakewa::client::ClientConfig {
+        addr: server.listen_addr,
+        tls: !plain,
+        // The CDN is HTTPS even when the WebSocket is plain.
+        ca_pem: Some(std::fs::read(&server.ca_pem_path).expect("ca.pem")),
+    };
+    fakewa::client::start_bot(&config, push_name, Arc::new(InMemoryBackend::new()))
+        .await
+        .expect("bot builds")
 }
 
 /// Like `start_client`, for a fakewa at `addr` (TLS trusting `ca`, or plain without it).
@@ -222,25 +74,14 @@ pub async fn start_client_with(
     push_name: &str,
     backend: Arc<InMemoryBackend>,
 ) -> (BotHandle, async_channel::Receiver<Arc<Event>>) {
-    let (ev_tx, ev_rx) = async_channel::unbounded();
-    let factory = WsFactory::new(addr, ca);
-    let bot = Bot::builder()
-        .with_backend_arc(backend)
-        .with_transport_factory(factory)
-        .with_http_client(NoHttp)
-        .with_runtime(SmolRuntime)
-        .with_version((2, 3000, 0))
-        .with_push_name(push_name)
-        .on_event(move |ev, _client| {
-            let tx = ev_tx.clone();
-            async move {
-                let _ = tx.send(ev).await;
-            }
-        })
-        .build()
+    let config = fakewa::client::ClientConfig {
+        addr,
+        tls: ca.is_some(),
+        ca_pem: ca.map(|path| std::fs::read(path).expect("ca.pem")),
+    };
+    fakewa::client::start_bot(&config, push_name, backend)
         .await
-        .expect("bot builds");
-    (bot.spawn(), ev_rx)
+        .expect("bot builds")
 }
 
 /// Waits up to `secs` for an event `pick` accepts.
