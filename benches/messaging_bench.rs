@@ -4,8 +4,8 @@
 //!
 //! - `send_*_ms` (p50, p90, p99, n): a `send_message` `tools/call` request sent → the peer's
 //!   inbox (`GET /control/peers/:number/inbox`, polled in a tight loop while the call runs)
-//!   shows that unique text; `send_call_*_ms` is the same call's own answer time (the server's
-//!   ack included);
+//!   shows that unique text (the sends rotate over 4 peers, so each inbox stays short);
+//!   `send_call_*_ms` is the same call's own answer time (the server's ack included);
 //! - `inbound_*_ms` (p50, p90, p99, n): just before the peer's `POST /control/peers/:n/send` →
 //!   a `wait_for_messages` call already pending on another connection answers with that text;
 //! - `history_*`: `POST /control/history` with `HISTORY_MESSAGES` messages (default 100,000)
@@ -39,6 +39,8 @@ use std::time::{Duration, Instant};
 const PROTOCOL: &str = "2025-06-18";
 const PUSH_NAME: &str = "messaging-bench";
 const PEER_NAME: &str = "bench-peer";
+/// Peers the sends rotate over, so each inbox (re-read whole on every poll) stays short.
+const SEND_PEERS: usize = 4;
 /// Samples run first and left out of the figures (Signal session setup, caches).
 const WARMUP: usize = 5;
 /// Pause between two inbox polls (the poll's own round trip comes on top).
@@ -553,19 +555,21 @@ fn percentiles(prefix: &str, samples: &[f64]) {
     figure(&format!("{prefix}_n"), s.len());
 }
 
-/// `send_message` → the peer's inbox. Returns (round trips, call answer times, mean poll
-/// round trip), all in ms, warm-up samples left out.
+/// `send_message` → the peer's inbox, rotating over `peers` (jid, number); the first send to
+/// each is a warm-up. Returns (round trips, call answer times, mean poll round trip), all in
+/// ms, warm-up samples left out.
 fn bench_sends(
     fw: &FakeWa,
     session: &Session,
-    peer_jid: &str,
-    peer_number: &str,
+    peers: &[(String, String)],
     count: usize,
 ) -> Result<(Vec<f64>, Vec<f64>, f64)> {
-    let inbox_path = format!("/control/peers/{peer_number}/inbox");
+    let warmup = WARMUP.max(peers.len());
     let (mut trips, mut calls) = (Vec::new(), Vec::new());
     let (mut polls, mut poll_time) = (0u64, Duration::ZERO);
-    for i in 0..WARMUP + count {
+    for i in 0..warmup + count {
+        let (peer_jid, peer_number) = &peers[i % peers.len()];
+        let inbox_path = format!("/control/peers/{peer_number}/inbox");
         let text = format!("bench send {} {i}", std::process::id());
         let needle = format!("\"text\":{}", js(&text));
         let args = format!(
@@ -603,7 +607,7 @@ fn bench_sends(
                 .ok_or_else(|| format!("send_message answered no messageId: {answer:?}"))?;
             Ok((seen, call))
         })?;
-        if i >= WARMUP {
+        if i >= warmup {
             trips.push(ms(trip));
             calls.push(ms(call));
         }
@@ -817,7 +821,11 @@ fn bench_history(
         )),
     }
     figure("history_rss_before_kb", rss_before);
-    figure("history_ingest_peak_rss_kb", ingest.peak_rss_kb);
+    // VmHWM can trail the sampled VmRSS a little (per-thread RSS counters are folded in lazily).
+    figure(
+        "history_ingest_peak_rss_kb",
+        ingest.peak_rss_kb.max(hwm_after),
+    );
     figure("history_vmhwm_before_kb", hwm_before);
     figure("history_vmhwm_after_kb", hwm_after);
     Ok(())
@@ -843,21 +851,27 @@ fn run() -> Result<()> {
     let mut product = start_product(&net_bin, &data.0, &fw)?;
     let session = product.session()?;
     let own = link(&mut product, &session, &fw)?;
-    let (peer_jid, peer_number) = create_peer(&fw, PEER_NAME)?;
+    let peers = (0..SEND_PEERS)
+        .map(|k| create_peer(&fw, &format!("{PEER_NAME}-{k}")))
+        .collect::<Result<Vec<_>>>()?;
+    let (peer_jid, peer_number) = &peers[0];
     note(&format!(
-        "product {own} (pid {}), peer {peer_jid}; fakewa at {}",
+        "product {own} (pid {}), {} peers; fakewa at {fakewa_bin}, product at {net_bin}",
         product.pid(),
-        fakewa_bin
+        peers.len(),
     ));
 
     if sends > 0 {
-        let (trips, calls, poll_ms) = bench_sends(&fw, &session, &peer_jid, &peer_number, sends)?;
+        let (trips, calls, poll_ms) = bench_sends(&fw, &session, &peers, sends)?;
         note(&format!(
             "send: send_message tools/call sent → the text in the peer's inbox; the inbox is \
              polled every {} µs plus one poll round trip (mean {poll_ms:.2} ms), so a figure \
-             is late by up to about {:.2} ms; {WARMUP} warm-up sends left out",
+             is late by up to about {:.2} ms; sends rotate over {} peers, the first {} sends \
+             (warm-up) left out",
             POLL_PAUSE.as_micros(),
-            poll_ms + POLL_PAUSE.as_secs_f64() * 1000.0
+            poll_ms + POLL_PAUSE.as_secs_f64() * 1000.0,
+            peers.len(),
+            WARMUP.max(peers.len()),
         ));
         percentiles("send", &trips);
         percentiles("send_call", &calls);
@@ -867,7 +881,7 @@ fn run() -> Result<()> {
 
     if inbound > 0 {
         let waiter = product.session()?;
-        let samples = bench_inbound(&fw, &waiter, &own, &peer_jid, &peer_number, inbound)?;
+        let samples = bench_inbound(&fw, &waiter, &own, peer_jid, peer_number, inbound)?;
         note(&format!(
             "inbound: just before POST /control/peers/:n/send → the answer of a \
              wait_for_messages pending on another connection (started {} ms before); \

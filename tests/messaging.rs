@@ -930,3 +930,150 @@ fn lid_addressed_messages_merge_with_the_phone_chat_both_ways() {
         "our LID send is in the phone chat: {listed:?}"
     );
 }
+
+#[test]
+fn chat_actions_from_another_device_of_the_account_reach_the_store() {
+    let fw = start_fakewa();
+    let server = start_product(&fw, TempDir::new("msg-actions"), "msg-actions");
+    let mcp = Mcp::open(&server);
+    let own = account_of(&link(&fw, &mcp));
+    let nora = create_peer(&fw, "nora");
+    let otto = create_peer(&fw, "otto");
+    let pia = create_peer(&fw, "pia");
+    for peer in [&nora, &otto, &pia] {
+        let text = unique("action");
+        peer_send(&fw, peer, &format!(r#"{{"to":"{own}","text":"{text}"}}"#));
+        wait_listed(&mcp, &peer.jid, "a message to act on", |m| {
+            body_is(m, &text)
+        });
+    }
+    // A second device of the same account (same push name) acts on the chats, one action at a
+    // time, alternating app-state collections: whatsapp-rust skips a server_sync fetch while
+    // one for the same collection is in flight, so a burst could leave a patch unfetched until
+    // the next change. Each step waits for the product to log the applied action.
+    let (other_bot, other) = start_admin_client(&fw, "msg-actions");
+    let jid = |j: &str| j.parse::<whatsapp_rust::Jid>().unwrap();
+    let (n, o, p) = (jid(&nora.jid), jid(&otto.jid), jid(&pia.jid));
+    let step = |what: &str, chat: &str| {
+        server.wait_log(&format!("chat {chat} {what}"), Duration::from_secs(30));
+    };
+    let run = |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>| {
+        whatsapp_mcp_stream::runtime::block_on(2, f)
+    };
+    let actions = other.chat_actions();
+    run(Box::pin(async { actions.pin_chat(&n).await.expect("pin") }));
+    step("pinned", &nora.jid);
+    run(Box::pin(async {
+        actions.mute_chat(&n).await.expect("mute")
+    }));
+    step("muted", &nora.jid);
+    run(Box::pin(async {
+        actions.archive_chat(&n, None).await.expect("archive")
+    }));
+    step("archived", &nora.jid);
+    run(Box::pin(async {
+        actions
+            .clear_chat(&o, false, false, None)
+            .await
+            .expect("clear")
+    }));
+    step("cleared", &otto.jid);
+    run(Box::pin(async {
+        actions
+            .mark_chat_as_read(&n, true, None)
+            .await
+            .expect("mark read")
+    }));
+    step("marked read", &nora.jid);
+    run(Box::pin(async {
+        actions.delete_chat(&p, false, None).await.expect("delete")
+    }));
+    step("deleted", &pia.jid);
+
+    let chats = mcp.json("list_chats", r#"{"limit":50}"#).arr();
+    let find = |id: &str| {
+        chats
+            .iter()
+            .find(|c| c.get("id").str().as_deref() == Some(id))
+            .cloned()
+    };
+    assert_eq!(
+        find(&nora.jid).map(|c| c.get("unreadCount").num()),
+        Some(Some(0.0)),
+        "read on the other device"
+    );
+    assert!(find(&pia.jid).is_none(), "deleted on the other device");
+    assert!(
+        list_messages(&mcp, &otto.jid, 10).is_empty(),
+        "cleared on the other device"
+    );
+    // What the other device sends is ours too (fromMe), in the recipient's chat.
+    let mine = unique("from-other-device");
+    let m = mine.clone();
+    run(Box::pin(async move {
+        use whatsapp_rust::wacore::proto_helpers::MessageBuilderExt;
+        let message = whatsapp_rust::waproto::whatsapp::Message::text(m);
+        other.send_message(o, message).await.expect("send");
+    }));
+    let got = wait_listed(&mcp, &otto.jid, "the other device's message", |m| {
+        body_is(m, &mine)
+    });
+    assert_eq!(got.get("fromMe").bool(), Some(true), "{got:?}");
+    other_bot.abort();
+    drop(mcp);
+    let data = server.stop();
+    let store =
+        whatsapp_mcp_stream::store::Store::open(&data.path().join("store.redb"), 4).unwrap();
+    let chat = store
+        .read_blocking(|txn| whatsapp_mcp_stream::store::queries::chat(txn, &nora.jid))
+        .unwrap()
+        .expect("nora's chat");
+    assert!(chat.pinned && chat.archived, "{chat:?}");
+    assert!(chat.muted_until > 0, "{chat:?}");
+}
+
+#[test]
+fn a_message_acknowledged_to_whatsapp_survives_a_kill_at_once() {
+    let fw = start_fakewa();
+    let server = start_product(&fw, TempDir::new("msg-kill"), "msg-kill");
+    let own = {
+        let mcp = Mcp::open(&server);
+        account_of(&link(&fw, &mcp))
+    };
+    let quinn = create_peer(&fw, "quinn");
+    let text = unique("acked");
+    let id = peer_send(&fw, &quinn, &format!(r#"{{"to":"{own}","text":"{text}"}}"#));
+    // The delivery receipt means the product acknowledged it: kill it (SIGKILL) right then,
+    // without reading anything through the product first.
+    wait_for(
+        "the delivery receipt at the peer",
+        Duration::from_secs(30),
+        || {
+            let (status, body) = control(
+                &fw,
+                "GET",
+                &format!("/control/peers/{}/inbox", quinn.number),
+                "",
+            );
+            assert_eq!(status, 200, "{body}");
+            let delivered = Json::parse(&body)
+                .unwrap()
+                .get("receipts")
+                .arr()
+                .iter()
+                .any(|r| r.get("id").str().as_deref() == Some(id.as_str()));
+            if !delivered {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            delivered.then_some(())
+        },
+    );
+    let data = server.stop();
+    let server = start_product(&fw, data, "msg-kill");
+    let mcp = Mcp::open(&server);
+    let listed: Vec<Json> = list_messages(&mcp, &quinn.jid, 50)
+        .into_iter()
+        .filter(|m| body_is(m, &text))
+        .collect();
+    assert_eq!(listed.len(), 1, "stored once, before the ack: {listed:?}");
+}

@@ -11,7 +11,13 @@
 //! the ack; the later `Event::Messages` (marked `hook_committed`) is then skipped. Storing is
 //! idempotent by (chat, id), and unread counts grow only on a first insert, so a replay never
 //! double-counts. At start, messages in `wa_inbox` that never reached the app's tables (a hook
-//! that fell back to the inbox alone) are written.
+//! that fell back to the inbox alone) are written, and the inbox is pruned page by page.
+//!
+//! History syncs are streamed (`stream_history`): mappings and push names first, then one
+//! conversation decoded at a time, written in transactions of about [`HISTORY_CHUNK`] messages.
+//! App-state chat actions (archive, pin, mute, mark read, delete, clear, delete-for-me) are
+//! logged as `whatsapp ingest: chat <jid> <action>` once applied. Receipts have no place in the
+//! store: only a read-self receipt (read on another of our devices) marks the chat read.
 //!
 //! Identities: a LID with a known phone number is stored under the phone JID (chats, senders,
 //! reactors); mappings learnt from a message (`sender_alt`, `recipient_alt`), a history sync
@@ -393,65 +399,63 @@ pub fn conversation_effects(
     effects: &mut Vec<Effect>,
     chats: &mut Vec<ChatUpdate>,
 ) {
-    {
-        let chat = account_of(&conv.id);
-        if chat.is_empty() {
-            return;
-        }
-        for alt in [&conv.pn_jid, &conv.lid_jid].into_iter().flatten() {
-            if let Some(map) = mapping_of(&chat, &account_of(alt)) {
-                effects.push(map);
-            }
-        }
-        for hm in &conv.messages {
-            let Some(web) = hm.message.as_option() else {
-                continue;
-            };
-            let Some(key) = web.key.as_option() else {
-                continue;
-            };
-            let from_me = key.from_me.unwrap_or(false);
-            let participant = key
-                .participant
-                .clone()
-                .or_else(|| web.participant.clone())
-                .map(|p| account_of(&p));
-            let sender = match (from_me, own) {
-                (true, Some(own)) => own.to_string(),
-                _ => participant.clone().unwrap_or_else(|| chat.clone()),
-            };
-            let env = Envelope {
-                chat: chat.clone(),
-                chat_alt: None,
-                sender,
-                sender_alt: None,
-                id: key.id.clone().unwrap_or_default(),
-                timestamp_ms: web.message_timestamp.unwrap_or(0).saturating_mul(1000),
-                from_me,
-                push_name: web.push_name.clone().filter(|p| !p.trim().is_empty()),
-            };
-            if let Some(msg) = web.message.as_option() {
-                effects.extend(message_effects(&env, msg));
-            }
-        }
-        let ts_secs = conv
-            .conversation_timestamp
-            .or(conv.last_msg_timestamp)
-            .unwrap_or(0);
-        chats.push(ChatUpdate {
-            jid: chat.clone(),
-            name: conv
-                .name
-                .clone()
-                .or_else(|| conv.display_name.clone())
-                .filter(|n| !n.trim().is_empty()),
-            unread: conv.unread_count,
-            timestamp_ms: (ts_secs > 0).then(|| ts_secs.saturating_mul(1000)),
-            archived: conv.archived,
-            pinned: conv.pinned.map(|p| p > 0),
-            muted_until: conv.mute_end_time.map(|t| t.saturating_mul(1000)),
-        });
+    let chat = account_of(&conv.id);
+    if chat.is_empty() {
+        return;
     }
+    for alt in [&conv.pn_jid, &conv.lid_jid].into_iter().flatten() {
+        if let Some(map) = mapping_of(&chat, &account_of(alt)) {
+            effects.push(map);
+        }
+    }
+    for hm in &conv.messages {
+        let Some(web) = hm.message.as_option() else {
+            continue;
+        };
+        let Some(key) = web.key.as_option() else {
+            continue;
+        };
+        let from_me = key.from_me.unwrap_or(false);
+        let participant = key
+            .participant
+            .clone()
+            .or_else(|| web.participant.clone())
+            .map(|p| account_of(&p));
+        let sender = match (from_me, own) {
+            (true, Some(own)) => own.to_string(),
+            _ => participant.clone().unwrap_or_else(|| chat.clone()),
+        };
+        let env = Envelope {
+            chat: chat.clone(),
+            chat_alt: None,
+            sender,
+            sender_alt: None,
+            id: key.id.clone().unwrap_or_default(),
+            timestamp_ms: web.message_timestamp.unwrap_or(0).saturating_mul(1000),
+            from_me,
+            push_name: web.push_name.clone().filter(|p| !p.trim().is_empty()),
+        };
+        if let Some(msg) = web.message.as_option() {
+            effects.extend(message_effects(&env, msg));
+        }
+    }
+    let ts_secs = conv
+        .conversation_timestamp
+        .or(conv.last_msg_timestamp)
+        .unwrap_or(0);
+    chats.push(ChatUpdate {
+        jid: chat.clone(),
+        name: conv
+            .name
+            .clone()
+            .or_else(|| conv.display_name.clone())
+            .filter(|n| !n.trim().is_empty()),
+        unread: conv.unread_count,
+        timestamp_ms: (ts_secs > 0).then(|| ts_secs.saturating_mul(1000)),
+        archived: conv.archived,
+        pinned: conv.pinned.map(|p| p > 0),
+        muted_until: conv.mute_end_time.map(|t| t.saturating_mul(1000)),
+    });
 }
 
 /// How many messages a history sync writes per transaction (bounds the memory a large sync
@@ -824,6 +828,47 @@ fn messages_event(engine: &Engine, batch: &MessageBatch) -> Option<Vec<Effect>> 
     ))
 }
 
+/// The name and chat of an app-state chat action (for the log).
+fn chat_action(ev: &Event) -> Option<(&'static str, String)> {
+    Some(match ev {
+        Event::ArchiveUpdate(a) => (
+            if a.action.archived.unwrap_or(false) {
+                "archived"
+            } else {
+                "unarchived"
+            },
+            a.jid.to_non_ad_string(),
+        ),
+        Event::PinUpdate(p) => (
+            if p.action.pinned.unwrap_or(false) {
+                "pinned"
+            } else {
+                "unpinned"
+            },
+            p.jid.to_non_ad_string(),
+        ),
+        Event::MuteUpdate(m) => (
+            if m.action.muted.unwrap_or(false) {
+                "muted"
+            } else {
+                "unmuted"
+            },
+            m.jid.to_non_ad_string(),
+        ),
+        Event::MarkChatAsReadUpdate(m) => (
+            if m.action.read.unwrap_or(true) {
+                "marked read"
+            } else {
+                "marked unread"
+            },
+            m.jid.to_non_ad_string(),
+        ),
+        Event::DeleteChatUpdate(d) => ("deleted", d.jid.to_non_ad_string()),
+        Event::ClearChatUpdate(c) => ("cleared", c.jid.to_non_ad_string()),
+        _ => return None,
+    })
+}
+
 async fn handle(engine: &Engine, raw: Arc<Event>) -> Result<(), String> {
     match &*raw {
         Event::Messages(batch) => {
@@ -1008,6 +1053,9 @@ async fn handle(engine: &Engine, raw: Arc<Event>) -> Result<(), String> {
             }
         }
         _ => {}
+    }
+    if let Some((what, chat)) = chat_action(&raw) {
+        log::info!("whatsapp ingest: chat {chat} {what}");
     }
     Ok(())
 }
