@@ -1077,3 +1077,105 @@ fn a_message_acknowledged_to_whatsapp_survives_a_kill_at_once() {
         .collect();
     assert_eq!(listed.len(), 1, "stored once, before the ack: {listed:?}");
 }
+
+/// The `status` of our message in `list_messages` for a chat, once `ok` accepts it.
+fn wait_status(mcp: &Mcp, chat: &str, sent_id: &str, what: &str, ok: impl Fn(&str) -> bool) {
+    wait_listed(mcp, chat, what, |m| {
+        m.get("id").str().as_deref() == Some(sent_id)
+            && m.get("status").str().as_deref().is_some_and(&ok)
+    });
+}
+
+/// `POST /control/peers/:peer/read`: the peer's client reads messages it received.
+fn peer_read(fw: &FakeWa, peer: &Peer, ids: &[&str]) {
+    let ids: Vec<String> = ids.iter().map(|i| format!("\"{i}\"")).collect();
+    let (status, body) = control(
+        fw,
+        "POST",
+        &format!("/control/peers/{}/read", peer.number),
+        &format!(r#"{{"ids":[{}]}}"#, ids.join(",")),
+    );
+    assert_eq!(status, 200, "peer read: {body}");
+}
+
+/// Delivery and read receipts from peers raise our messages' `status` (1:1 and group), and a
+/// late delivery receipt never lowers it.
+#[test]
+fn receipts_raise_the_status_of_our_messages_to_delivered_then_read() {
+    let fw = start_fakewa();
+    let server = start_product(&fw, TempDir::new("msg-receipts"), "msg-receipts");
+    let mcp = Mcp::open(&server);
+    let own = account_of(&link(&fw, &mcp));
+    let kim = create_peer(&fw, "kim");
+    let leo = create_peer(&fw, "leo");
+
+    // 1:1: sent (stored at once) → delivered (the peer's client acknowledges it) → read.
+    let out = unique("receipt-dm");
+    let sent = mcp.json(
+        "send_message",
+        &format!(r#"{{"recipient_jid":"{}","message":"{out}"}}"#, kim.jid),
+    );
+    let sent_id = sent.get("messageId").str().expect("messageId");
+    let listed = list_messages(&mcp, &kim.jid, 100);
+    let mine = listed
+        .iter()
+        .find(|m| m.get("id").str().as_deref() == Some(sent_id.as_str()))
+        .unwrap_or_else(|| panic!("our message is listed at once: {listed:?}"));
+    assert!(
+        matches!(
+            mine.get("status").str().as_deref(),
+            Some("sent" | "delivered")
+        ),
+        "{mine:?}"
+    );
+    wait_status(&mcp, &kim.jid, &sent_id, "our message delivered", |s| {
+        s == "delivered" || s == "read"
+    });
+    wait_peer_message(&fw, &kim, "our message at the peer", |m| {
+        m.get("text").str().as_deref() == Some(out.as_str())
+    });
+    let wa = wa_id(&sent_id);
+    peer_read(&fw, &kim, &[&wa]);
+    wait_status(&mcp, &kim.jid, &sent_id, "our message read", |s| {
+        s == "read"
+    });
+    // Others' messages carry no status.
+    let theirs = unique("receipt-theirs");
+    peer_send(&fw, &kim, &format!(r#"{{"to":"{own}","text":"{theirs}"}}"#));
+    let got = wait_listed(&mcp, &kim.jid, "the peer's message", |m| {
+        body_is(m, &theirs)
+    });
+    assert!(!got.keys().contains(&"status".to_string()), "{got:?}");
+    // Still read: a later receipt (the one for the peer's own message goes the other way)
+    // never lowers ours.
+    let again = list_messages(&mcp, &kim.jid, 100);
+    let mine = again
+        .iter()
+        .find(|m| m.get("id").str().as_deref() == Some(sent_id.as_str()))
+        .unwrap();
+    assert_eq!(mine.get("status").str().as_deref(), Some("read"));
+
+    // Group: any member's receipt counts.
+    let group = create_group(&fw, "Receipts", &[&own, &kim.jid, &leo.jid]);
+    let to_group = unique("receipt-group");
+    let sent = mcp.json(
+        "send_message",
+        &format!(r#"{{"recipient_jid":"{group}","message":"{to_group}"}}"#),
+    );
+    let group_id = sent.get("messageId").str().expect("messageId");
+    wait_status(
+        &mcp,
+        &group,
+        &group_id,
+        "our group message delivered",
+        |s| s == "delivered" || s == "read",
+    );
+    wait_peer_message(&fw, &leo, "our group message at a member", |m| {
+        m.get("text").str().as_deref() == Some(to_group.as_str())
+    });
+    let wa = wa_id(&group_id);
+    peer_read(&fw, &leo, &[&wa]);
+    wait_status(&mcp, &group, &group_id, "our group message read", |s| {
+        s == "read"
+    });
+}

@@ -292,6 +292,9 @@ fn messages_from_the_seeded_store() {
     assert_eq!(s(&r, "2.to"), JURGEN);
     assert_eq!(n(&r, "0.timestamp"), 1_767_261_600_000.0);
     assert_eq!(r.at(1).get("fromMe").bool(), Some(true));
+    // Our own messages carry their delivery state (imported as `status`); others' do not.
+    assert_eq!(r.at(1).get("status").str().as_deref(), Some("read"));
+    assert!(!r.at(0).keys().contains(&"status".to_string()));
     let r = m.ok(
         "list_messages",
         &format!(r#"{{"chat_id":"{JURGEN}","limit":2,"include_media":true}}"#),

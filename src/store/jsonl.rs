@@ -13,8 +13,11 @@
 //! | `contact` | `jid`†, `name`, `pushname`, `number`, `isMyContact` |
 //! | `group` | `jid`†, `subject`, `owner`, `subjectOwner`, `subjectTime`, `desc`, `creation`, `announce`, `restrict`, `participants` (`[{jid†, admin: "" \| "admin" \| "superadmin"}]`) |
 //! | `chat` | `jid`†, `name`, `unreadCount`, `timestamp`, `archived`, `pinned`, `mutedUntil` |
-//! | `message` | `chat`†, `id`†, `timestamp`†, `body` (`""`), `from`, `fromMe`, `type` (`conversation`), `hasMedia`, `quotedId`, `pushName`, `edited`, `revoked`, `media`, `reactions` (`[{from†, emoji†}]`) |
+//! | `message` | `chat`†, `id`†, `timestamp`†, `body` (`""`), `from`, `fromMe`, `type` (`conversation`), `hasMedia`, `quotedId`, `pushName`, `edited`, `revoked`, `status`, `media`, `reactions` (`[{from†, emoji†}]`) |
 //!
+//! `status` is how far one of our messages got: `"sent"`, `"delivered"`, `"read"` or
+//! `"played"` (exported for `fromMe` messages, `null` for others; importing it only raises the
+//! stored state, and a non-null `status` on someone else's message is an error).
 //! `media` is `null` or `{kind†, mimetype, filename, size, directPath, url, mediaKey,
 //! fileSha256, fileEncSha256, localFile, ptt}` with the three binary fields in base64.
 //! Times are epoch milliseconds. JIDs are normalized (`…:3@s.whatsapp.net` → `…@s.whatsapp.net`).
@@ -28,7 +31,7 @@
 //! transaction: all or nothing. A file's messages are not kept in memory between the two steps:
 //! the write job reads the file a second time (and fails, importing nothing, if it changed
 //! meanwhile). Order: mappings, contacts, groups, chats, messages (with their edit and revoke
-//! flags and reactions), then the chats' unread counts, so a chat record's `unreadCount` wins
+//! flags, delivery states and reactions), then the chats' unread counts, so a chat record's `unreadCount` wins
 //! over what its messages counted. Importing the same input again changes nothing: a stored
 //! message is only upgraded if it was a stub, and contacts merge.
 //!
@@ -39,7 +42,7 @@
 //! narrows it to that chat, its messages, its group record, and the contacts and mappings of the
 //! people in it (the chat's own JIDs, the group's members, every sender and reactor).
 
-use super::model::{DOC_SEQ_BITS, FLAG_EDITED, MediaRef};
+use super::model::{DOC_SEQ_BITS, Delivery, FLAG_EDITED, MediaRef};
 use super::queries::{self, FullMessage, StoredChat};
 use super::writes::{self, ChatUpdate, ContactUpdate, GroupUpdate, NewMessage};
 use super::{Context, Result, Store, StoreError, jid};
@@ -112,6 +115,8 @@ impl std::fmt::Display for ExportReport {
 struct MessageExtra {
     edited: bool,
     revoked: bool,
+    /// Our message's delivery state (`Sent` for others' messages).
+    delivery: Delivery,
     /// `(reactor, emoji)`.
     reactions: Vec<(String, String)>,
 }
@@ -451,9 +456,22 @@ fn parse_message(f: &Fields, own_jid: Option<&str>) -> Check<Record> {
         push_name: f.string("pushName")?.map(str::to_string),
         media,
     };
+    let delivery = match f.string("status")? {
+        None => Delivery::Sent,
+        Some(_) if !from_me => {
+            return Err(f.err("status", "is only for our own messages (`fromMe`: true)"));
+        }
+        Some(raw) => Delivery::parse(raw).ok_or_else(|| {
+            f.err(
+                "status",
+                format!("must be \"sent\", \"delivered\", \"read\" or \"played\", got {raw:?}"),
+            )
+        })?,
+    };
     let extra = MessageExtra {
         edited: f.boolean("edited")?.unwrap_or(false),
         revoked: f.boolean("revoked")?.unwrap_or(false),
+        delivery,
         reactions,
     };
     Ok(Record::Message(Box::new((message, extra))))
@@ -680,6 +698,14 @@ fn apply_messages(
         if extra.edited {
             writes::add_message_flags(txn, &m.chat_jid, &m.id, FLAG_EDITED)?;
         }
+        if extra.delivery > Delivery::Sent {
+            writes::apply_receipt(
+                txn,
+                &m.chat_jid,
+                std::slice::from_ref(&m.id),
+                extra.delivery,
+            )?;
+        }
         for (reactor, emoji) in &extra.reactions {
             writes::put_reaction(txn, &m.chat_jid, &m.id, reactor, emoji)?;
         }
@@ -882,6 +908,14 @@ fn message_record(full: &FullMessage) -> Value {
         ("pushName", opt_s(row.push_name.as_deref())),
         ("edited", json::bool(row.flags & FLAG_EDITED != 0)),
         ("revoked", json::bool(row.is_revoked())),
+        (
+            "status",
+            if row.from_me {
+                json::s(row.delivery().as_str())
+            } else {
+                Value::Null
+            },
+        ),
         (
             "media",
             full.media.as_ref().map_or(Value::Null, media_record),
@@ -1167,6 +1201,16 @@ mod tests {
             err(r#"{"kind":"contact"}"#),
             "contact: field `jid` is missing"
         );
+        assert_eq!(
+            err(
+                r#"{"kind":"message","chat":"1@lid","id":"A","timestamp":1,"fromMe":true,"status":"seen"}"#
+            ),
+            "message: field `status` must be \"sent\", \"delivered\", \"read\" or \"played\", got \"seen\""
+        );
+        assert_eq!(
+            err(r#"{"kind":"message","chat":"1@lid","id":"A","timestamp":1,"status":"read"}"#),
+            "message: field `status` is only for our own messages (`fromMe`: true)"
+        );
     }
 
     #[test]
@@ -1226,7 +1270,7 @@ mod tests {
             "\n",
             r#"{"kind":"message","chat":"111@s.whatsapp.net","id":"M1","body":"héllo","timestamp":1000}"#,
             "\n",
-            r#"{"kind":"message","chat":"111@s.whatsapp.net","id":"M2","body":"x","timestamp":2000,"fromMe":true,"from":"9@s.whatsapp.net","edited":true,"reactions":[{"from":"111@s.whatsapp.net","emoji":"👍"}]}"#,
+            r#"{"kind":"message","chat":"111@s.whatsapp.net","id":"M2","body":"x","timestamp":2000,"fromMe":true,"from":"9@s.whatsapp.net","edited":true,"status":"read","reactions":[{"from":"111@s.whatsapp.net","emoji":"👍"}]}"#,
             "\n",
             r#"{"kind":"message","chat":"1-2@g.us","id":"G1","body":"gone","timestamp":1500,"from":"77@lid","revoked":true,"media":{"kind":"image","mediaKey":"AQI=","size":3}}"#,
             "\n",
@@ -1247,6 +1291,14 @@ mod tests {
         import_reader(&u.store, &mut a.as_bytes()).unwrap();
         assert_eq!(export(&u.store), a);
         assert!(a.contains(r#""edited":true"#));
+        assert!(
+            a.contains(r#""revoked":false,"status":"read","timestamp":2000"#),
+            "{a}"
+        );
+        assert!(
+            a.contains(r#""revoked":false,"status":null,"timestamp":1000"#),
+            "{a}"
+        );
         assert!(a.contains(r#""body":"","chat":"1-2@g.us""#));
         assert!(a.contains(r#""mediaKey":"AQI=""#));
         assert!(a.contains(r#""emoji":"👍""#));

@@ -24,9 +24,75 @@ pub fn doc_floor(ts_ms: u64) -> Doc {
     ts_ms.min(u64::MAX >> DOC_SEQ_BITS) << DOC_SEQ_BITS
 }
 
-/// Message flags.
+/// Message flags. Rows written before the delivery flags existed have none of them set, so
+/// they read as [`Delivery::Sent`].
 pub const FLAG_EDITED: u64 = 1;
 pub const FLAG_REVOKED: u64 = 2;
+/// Our message reached a device of the recipient (or of a group member).
+pub const FLAG_DELIVERED: u64 = 4;
+/// Our message was read. Always set together with [`FLAG_DELIVERED`].
+pub const FLAG_READ: u64 = 8;
+/// Our voice note or video was played. Always set with [`FLAG_READ`] and [`FLAG_DELIVERED`].
+pub const FLAG_PLAYED: u64 = 16;
+
+/// How far one of our own messages got, from the receipts WhatsApp sent back. It only ever
+/// rises: each state's flags include every lower state's flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Delivery {
+    /// Stored after the server acknowledged it; no receipt yet.
+    #[default]
+    Sent,
+    Delivered,
+    Read,
+    Played,
+}
+
+impl Delivery {
+    /// Every state, lowest first.
+    pub const ALL: [Delivery; 4] = [
+        Delivery::Sent,
+        Delivery::Delivered,
+        Delivery::Read,
+        Delivery::Played,
+    ];
+
+    /// The flags that mark this state (cumulative).
+    pub fn flags(self) -> u64 {
+        match self {
+            Delivery::Sent => 0,
+            Delivery::Delivered => FLAG_DELIVERED,
+            Delivery::Read => FLAG_DELIVERED | FLAG_READ,
+            Delivery::Played => FLAG_DELIVERED | FLAG_READ | FLAG_PLAYED,
+        }
+    }
+
+    /// The state a message's flags record (the highest flag set wins).
+    pub fn of_flags(flags: u64) -> Delivery {
+        if flags & FLAG_PLAYED != 0 {
+            Delivery::Played
+        } else if flags & FLAG_READ != 0 {
+            Delivery::Read
+        } else if flags & FLAG_DELIVERED != 0 {
+            Delivery::Delivered
+        } else {
+            Delivery::Sent
+        }
+    }
+
+    /// `sent`, `delivered`, `read` or `played` (the message view's `status`, the backup's key).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Sent => "sent",
+            Delivery::Delivered => "delivered",
+            Delivery::Read => "read",
+            Delivery::Played => "played",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Delivery> {
+        Delivery::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MessageRow {
@@ -80,6 +146,10 @@ impl MessageRow {
     }
     pub fn is_revoked(&self) -> bool {
         self.flags & FLAG_REVOKED != 0
+    }
+    /// How far the message got (meaningful for our own messages; others' read as `Sent`).
+    pub fn delivery(&self) -> Delivery {
+        Delivery::of_flags(self.flags)
     }
 }
 
@@ -312,6 +382,35 @@ mod tests {
             ..MediaRef::default()
         };
         assert_eq!(MediaRef::decode(&r.encode()).unwrap(), r);
+    }
+
+    #[test]
+    fn delivery_states_are_cumulative_and_old_flags_read_as_sent() {
+        for d in Delivery::ALL {
+            assert_eq!(Delivery::of_flags(d.flags()), d);
+            assert_eq!(Delivery::parse(d.as_str()), Some(d));
+            // Edit and revoke flags do not change the state.
+            assert_eq!(
+                Delivery::of_flags(d.flags() | FLAG_EDITED | FLAG_REVOKED),
+                d
+            );
+            for lower in Delivery::ALL.into_iter().filter(|l| *l <= d) {
+                assert_eq!(
+                    d.flags() & lower.flags(),
+                    lower.flags(),
+                    "{d:?} ⊇ {lower:?}"
+                );
+            }
+        }
+        // A row written before the delivery flags existed.
+        let old = MessageRow {
+            from_me: true,
+            flags: FLAG_EDITED,
+            ..MessageRow::default()
+        };
+        let decoded = MessageRow::decode(&old.encode()).unwrap();
+        assert_eq!(decoded.delivery(), Delivery::Sent);
+        assert_eq!(Delivery::parse("seen"), None);
     }
 
     #[test]

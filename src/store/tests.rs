@@ -1,8 +1,8 @@
 //! Store tests on real redb files in temp dirs: write rules and read queries together.
 
-use super::model::MediaRef;
+use super::model::{Delivery, FLAG_DELIVERED, FLAG_EDITED, FLAG_PLAYED, FLAG_READ, MediaRef};
 use super::queries;
-use super::writes::{self, ChatUpdate, ContactUpdate, GroupUpdate, NewMessage};
+use super::writes::{self, ChatUpdate, ContactUpdate, GroupUpdate, NewMessage, ReceiptApplied};
 use super::{Context, Store};
 
 pub(crate) struct TempStore {
@@ -438,4 +438,149 @@ fn reopening_keeps_everything_and_a_second_open_is_refused() {
         Err(super::OpenError::Locked(_))
     ));
     let _ = t.store.read_blocking(|r| queries::counts(r).ctx("x"));
+}
+
+fn delivery_of(t: &TempStore, chat: &'static str, id: &'static str) -> Delivery {
+    t.store
+        .read_blocking(move |r| queries::message(r, chat, id))
+        .unwrap()
+        .unwrap()
+        .row
+        .delivery()
+}
+
+fn receipt(t: &TempStore, chat: &'static str, ids: &[&str], state: Delivery) -> ReceiptApplied {
+    let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    let out = std::sync::Arc::new(std::sync::Mutex::new(ReceiptApplied::default()));
+    let seen = out.clone();
+    t.store
+        .write_blocking(move |txn| {
+            *seen.lock().unwrap() = writes::apply_receipt(txn, chat, &ids, state)?;
+            Ok(())
+        })
+        .unwrap();
+    *out.lock().unwrap()
+}
+
+#[test]
+fn receipts_only_raise_our_messages_and_leave_text_and_search_alone() {
+    let t = temp_store();
+    let mut edited = msg(A, "M2", 2_000, true, "second");
+    edited.kind = "extendedTextMessage".into();
+    let batch = vec![
+        msg(A, "M1", 1_000, true, "first receipt words"),
+        edited,
+        msg(A, "IN", 3_000, false, "theirs"),
+    ];
+    t.store
+        .write_blocking(move |txn| writes::put_messages(txn, &batch).map(|_| ()))
+        .unwrap();
+    t.store
+        .write_blocking(|txn| writes::edit_message(txn, A, "M2", "second edited").map(|_| ()))
+        .unwrap();
+    assert_eq!(delivery_of(&t, A, "M1"), Delivery::Sent);
+
+    // Delivered, then read; a late delivery receipt keeps "read".
+    let r = receipt(&t, A, &["M1", "M2"], Delivery::Delivered);
+    assert_eq!(
+        r,
+        ReceiptApplied {
+            known: 2,
+            raised: 2
+        }
+    );
+    assert_eq!(delivery_of(&t, A, "M1"), Delivery::Delivered);
+    let r = receipt(&t, A, &["M1"], Delivery::Read);
+    assert_eq!(
+        r,
+        ReceiptApplied {
+            known: 1,
+            raised: 1
+        }
+    );
+    let r = receipt(&t, A, &["M1", "M2"], Delivery::Delivered);
+    assert_eq!(
+        r,
+        ReceiptApplied {
+            known: 2,
+            raised: 0
+        }
+    );
+    assert_eq!(delivery_of(&t, A, "M1"), Delivery::Read);
+    assert_eq!(delivery_of(&t, A, "M2"), Delivery::Delivered);
+    // A read receipt without a delivery receipt first still implies delivered.
+    receipt(&t, A, &["M2"], Delivery::Played);
+    let m2 = t
+        .store
+        .read_blocking(|r| queries::message(r, A, "M2"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(m2.row.delivery(), Delivery::Played);
+    assert_eq!(
+        m2.row.flags & (FLAG_DELIVERED | FLAG_READ | FLAG_PLAYED | FLAG_EDITED),
+        FLAG_DELIVERED | FLAG_READ | FLAG_PLAYED | FLAG_EDITED,
+        "the edit flag stays"
+    );
+    assert_eq!(m2.row.body, "second edited");
+    assert_eq!(m2.row.kind, "extendedTextMessage");
+
+    // Unknown ids, unknown chats and messages from others are ignored.
+    assert_eq!(
+        receipt(&t, A, &["NOPE", "IN"], Delivery::Read),
+        ReceiptApplied::default()
+    );
+    assert_eq!(delivery_of(&t, A, "IN"), Delivery::Sent);
+    assert_eq!(
+        receipt(&t, B, &["M1"], Delivery::Read),
+        ReceiptApplied::default()
+    );
+    assert!(
+        t.store
+            .read_blocking(|r| queries::chat(r, B))
+            .unwrap()
+            .is_none(),
+        "a receipt creates no chat"
+    );
+
+    // The search index is untouched: the body is still found, once.
+    let hits = t
+        .store
+        .read_blocking(|r| {
+            let q = super::search::SearchQuery {
+                text: "receipt words",
+                after: None,
+                before: None,
+                limit: 10,
+            };
+            super::search::search(r, &q, &mut |d| {
+                Ok(queries::message_at(r, d)?.map(|m| m.row.body))
+            })
+        })
+        .unwrap();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    // And a receipt does not count as unread or move the chat.
+    let chat = t
+        .store
+        .read_blocking(|r| queries::chat(r, A))
+        .unwrap()
+        .unwrap();
+    assert_eq!(chat.unread, 1);
+    assert_eq!(chat.ts, 3_000);
+}
+
+#[test]
+fn a_group_message_counts_as_read_when_any_member_reads_it() {
+    let t = temp_store();
+    const G: &str = "1-2@g.us";
+    let mine = msg(G, "GM", 1_000, true, "to the group");
+    t.store
+        .write_blocking(move |txn| writes::put_message(txn, &mine).map(|_| ()))
+        .unwrap();
+    // One member's delivery receipt is enough for "delivered"…
+    receipt(&t, G, &["GM"], Delivery::Delivered);
+    assert_eq!(delivery_of(&t, G, "GM"), Delivery::Delivered);
+    // …one member's read for "read", and another member's later delivery does not lower it.
+    receipt(&t, G, &["GM"], Delivery::Read);
+    receipt(&t, G, &["GM"], Delivery::Delivered);
+    assert_eq!(delivery_of(&t, G, "GM"), Delivery::Read);
 }

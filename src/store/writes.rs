@@ -12,10 +12,12 @@
 //! - The unread count grows only for a new message from someone else that is newer than the
 //!   chat's read mark; reading the chat moves the mark to its newest message.
 //! - Contacts merge field by field: a missing field keeps the stored value.
+//! - Our own messages' delivery state (sent → delivered → read → played) only rises, from
+//!   receipts ([`apply_receipt`]); it never touches the text or the search index.
 
 use super::model::{
-    ChatRow, ContactRow, DOC_SEQ_BITS, Doc, FLAG_EDITED, FLAG_REVOKED, GroupRow, MediaRef,
-    MessageRow, doc_floor, doc_time,
+    ChatRow, ContactRow, DOC_SEQ_BITS, Delivery, Doc, FLAG_EDITED, FLAG_REVOKED, GroupRow,
+    MediaRef, MessageRow, doc_floor, doc_time,
 };
 use super::schema::*;
 use super::{Context, Result, StoreError, jid, search};
@@ -841,6 +843,68 @@ pub fn add_message_flags(
         save_message(txn, doc, &row)?;
     }
     Ok(true)
+}
+
+/// What [`apply_receipt`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReceiptApplied {
+    /// Ids that name one of our own stored messages in the chat.
+    pub known: usize,
+    /// Of those, how many rose to a higher state.
+    pub raised: usize,
+}
+
+/// Records a delivery, read or played receipt for our own messages `ids` in a chat. Each of
+/// our stored messages rises to `state` and never falls: a late delivery receipt after a read
+/// keeps "read". Unknown ids and messages from others are ignored; the text and the search
+/// index are not touched.
+///
+/// Groups are kept simple: WhatsApp sends one receipt per member, and a message counts as
+/// delivered (read, played) as soon as ANY member's receipt says so; there is no per-member
+/// state.
+pub fn apply_receipt(
+    txn: &WriteTransaction,
+    chat_jid: &str,
+    ids: &[String],
+    state: Delivery,
+) -> Result<ReceiptApplied> {
+    let mut out = ReceiptApplied::default();
+    let numbers = txn.open_table(CHAT_NUMBERS).ctx("opening chat_numbers")?;
+    let Some(no) = numbers
+        .get(chat_jid)
+        .ctx("reading chat_numbers")?
+        .map(|n| n.value())
+    else {
+        return Ok(out);
+    };
+    let message_ids = txn.open_table(MESSAGE_IDS).ctx("opening message_ids")?;
+    let mut messages = txn.open_table(MESSAGES).ctx("opening messages")?;
+    for id in ids {
+        let Some(doc) = message_ids
+            .get((no, id.as_str()))
+            .ctx("reading message_ids")?
+            .map(|d| d.value())
+        else {
+            continue;
+        };
+        let row = messages
+            .get(doc)
+            .ctx("reading messages")?
+            .map(|v| MessageRow::decode(v.value()))
+            .transpose()?;
+        let Some(mut row) = row.filter(|r| r.from_me) else {
+            continue;
+        };
+        out.known += 1;
+        if row.delivery() < state {
+            row.flags |= state.flags();
+            messages
+                .insert(doc, row.encode().as_slice())
+                .ctx("writing messages")?;
+            out.raised += 1;
+        }
+    }
+    Ok(out)
 }
 
 /// The phone JID mapped to a LID, read inside a write transaction (ingest canonicalizes chats

@@ -597,10 +597,16 @@ fn list_messages_merges_both_halves_oldest_first() {
             "fromMe",
             "hasMedia",
             "id",
+            "status",
             "timestamp",
             "to",
             "type"
         ]
+    );
+    assert_eq!(s(m, "status"), "sent", "ours, no receipt yet");
+    assert!(
+        !keys(&items(&r)[1]).contains(&"status".to_string()),
+        "others' messages keep the original's shape"
     );
     assert_eq!(s(m, "from"), OWN);
     assert_eq!(s(m, "to"), ALICE_PN);

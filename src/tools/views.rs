@@ -313,7 +313,10 @@ impl<'a> Views<'a> {
 
     // ---- messages ------------------------------------------------------------------------
 
-    /// `SimpleMessage`: `{id, body, from, to, timestamp, fromMe, hasMedia, type}`.
+    /// `SimpleMessage`: `{id, body, from, to, timestamp, fromMe, hasMedia, type}`, and for our
+    /// own messages (`fromMe: true`) only, `status`: `"sent"`, `"delivered"`, `"read"` or
+    /// `"played"` (from receipts; in a group, the furthest any member got). Others' messages
+    /// keep the original's shape exactly (no `status` key rather than a null one).
     pub fn message(&mut self, m: &StoredMessage) -> Result<Value> {
         let chat = self.canonical(&m.chat_jid)?;
         let from = if m.row.from_me {
@@ -329,7 +332,7 @@ impl<'a> Views<'a> {
         } else {
             self.canonical(&m.row.sender)?
         };
-        Ok(json::obj([
+        let mut v = json::obj([
             ("id", json::s(format!("{chat}:{}", m.row.id))),
             ("body", json::s(m.row.body.clone())),
             ("from", json::s(from)),
@@ -338,7 +341,13 @@ impl<'a> Views<'a> {
             ("fromMe", json::bool(m.row.from_me)),
             ("hasMedia", json::bool(m.row.has_media)),
             ("type", json::s(m.row.kind.clone())),
-        ]))
+        ]);
+        if m.row.from_me
+            && let Value::Object(o) = &mut v
+        {
+            o.insert("status".into(), json::s(m.row.delivery().as_str()));
+        }
+        Ok(v)
     }
 
     /// Up to `limit` messages of the chats `jids` older than `before` (`None` = newest), newest

@@ -16,8 +16,16 @@
 //! History syncs are streamed (`stream_history`): mappings and push names first, then one
 //! conversation decoded at a time, written in transactions of about [`HISTORY_CHUNK`] messages.
 //! App-state chat actions (archive, pin, mute, mark read, delete, clear, delete-for-me) are
-//! logged as `whatsapp ingest: chat <jid> <action>` once applied. Receipts have no place in the
-//! store: only a read-self receipt (read on another of our devices) marks the chat read.
+//! logged as `whatsapp ingest: chat <jid> <action>` once applied.
+//!
+//! Receipts: a delivery (or `inactive`), read or played receipt raises the delivery state of
+//! our own messages it names ([`receipt_effect`], `writes::apply_receipt`: only ever upward,
+//! unknown ids ignored; in a group any member's receipt counts). A history sync's
+//! `WebMessageInfo.status` of our messages does the same. A live receipt that found none of its
+//! messages may have overtaken the write of our own send (stored after the server's ack), so
+//! it is tried again a few times in the background ([`RECEIPT_RETRY_DELAYS_MS`]). A read-self
+//! receipt (read on another of our devices) marks the chat read; other receipt types (retry,
+//! sender, server errors, …) are not stored.
 //!
 //! Identities: a LID with a known phone number is stored under the phone JID (chats, senders,
 //! reactors); mappings learnt from a message (`sender_alt`, `recipient_alt`), a history sync
@@ -31,7 +39,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use redb::WriteTransaction;
-use whatsapp_rust::types::events::{Event, MessageBatch};
+use whatsapp_rust::types::events::{Event, MessageBatch, Receipt};
 use whatsapp_rust::types::message::MessageInfo;
 use whatsapp_rust::types::presence::ReceiptType;
 use whatsapp_rust::wacore::proto_helpers::MessageExt;
@@ -42,7 +50,7 @@ use super::backend::InboxRow;
 use super::engine::{Engine, lock};
 use super::send::account_of;
 use crate::store::jid;
-use crate::store::model::MediaRef;
+use crate::store::model::{Delivery, MediaRef};
 use crate::store::writes::{self, ChatUpdate, ContactUpdate, NewMessage};
 
 /// Where a message came from, as plain data.
@@ -90,6 +98,12 @@ pub enum Effect {
         pn: String,
     },
     Contact(ContactUpdate),
+    /// Our messages `ids` in `chat` reached `state` (applied after the batch's messages).
+    Receipt {
+        chat: String,
+        ids: Vec<String>,
+        state: Delivery,
+    },
 }
 
 /// The (LID, phone) pair of two JIDs naming the same person, if they do.
@@ -361,6 +375,48 @@ pub fn message_effects(env: &Envelope, m: &wa::Message) -> Vec<Effect> {
     out
 }
 
+/// The delivery state a receipt from someone else reports about our messages, if it reports
+/// one. `inactive` is a delivery to a device that is not in use; `read-self`, `played-self`,
+/// `sender`, `retry`, `sent` (a delivery the server downgraded) and the rest say nothing about
+/// how far our message got.
+pub fn delivery_of_receipt(kind: &ReceiptType) -> Option<Delivery> {
+    match kind {
+        ReceiptType::Delivered | ReceiptType::Inactive => Some(Delivery::Delivered),
+        ReceiptType::Read => Some(Delivery::Read),
+        ReceiptType::Played => Some(Delivery::Played),
+        _ => None,
+    }
+}
+
+/// The write a live receipt asks for: the delivery state of the messages it names, in the
+/// chat it came from (the peer's JID in a 1:1 chat, the group's JID in a group). `None` for
+/// receipts that report no delivery state, and for status updates.
+pub fn receipt_effect(r: &Receipt) -> Option<Effect> {
+    let state = delivery_of_receipt(&r.r#type)?;
+    let chat = r.source.chat.to_non_ad_string();
+    let ids: Vec<String> = r
+        .message_ids
+        .iter()
+        .filter(|id| !id.is_empty())
+        .cloned()
+        .collect();
+    if chat.is_empty() || jid::is_broadcast(&chat) || ids.is_empty() {
+        return None;
+    }
+    Some(Effect::Receipt { chat, ids, state })
+}
+
+/// The delivery state a history sync records for one of our messages.
+fn delivery_of_status(status: Option<wa::web_message_info::Status>) -> Option<Delivery> {
+    use wa::web_message_info::Status;
+    match status? {
+        Status::DELIVERY_ACK => Some(Delivery::Delivered),
+        Status::READ => Some(Delivery::Read),
+        Status::PLAYED => Some(Delivery::Played),
+        _ => None,
+    }
+}
+
 /// A history sync's writes: mappings, push names and messages (as effects), and one chat
 /// update per conversation (name, unread count, time, archive, pin, mute), applied after the
 /// messages. `own` is our account JID.
@@ -408,6 +464,8 @@ pub fn conversation_effects(
             effects.push(map);
         }
     }
+    // Our messages' delivery states, one receipt effect per state after the messages.
+    let mut delivered: [Vec<String>; 3] = Default::default();
     for hm in &conv.messages {
         let Some(web) = hm.message.as_option() else {
             continue;
@@ -416,6 +474,16 @@ pub fn conversation_effects(
             continue;
         };
         let from_me = key.from_me.unwrap_or(false);
+        if from_me
+            && let (Some(state), Some(id)) = (delivery_of_status(web.status), key.id.as_ref())
+        {
+            let slot = match state {
+                Delivery::Played => 2,
+                Delivery::Read => 1,
+                _ => 0,
+            };
+            delivered[slot].push(id.clone());
+        }
         let participant = key
             .participant
             .clone()
@@ -437,6 +505,19 @@ pub fn conversation_effects(
         };
         if let Some(msg) = web.message.as_option() {
             effects.extend(message_effects(&env, msg));
+        }
+    }
+    for (ids, state) in
+        delivered
+            .into_iter()
+            .zip([Delivery::Delivered, Delivery::Read, Delivery::Played])
+    {
+        if !ids.is_empty() {
+            effects.push(Effect::Receipt {
+                chat: chat.clone(),
+                ids,
+                state,
+            });
         }
     }
     let ts_secs = conv
@@ -528,7 +609,9 @@ fn on_target(
 }
 
 /// Applies effects in order inside one write transaction. Mappings and contacts go first, so
-/// the batch canonicalizes with what it taught; consecutive messages are stored as one batch.
+/// the batch canonicalizes with what it taught; consecutive messages are stored as one batch;
+/// receipts go last, so they find the messages of the same batch (raising a state does not
+/// depend on order).
 pub fn apply(txn: &WriteTransaction, effects: &[Effect]) -> crate::store::Result<()> {
     // A history sync repeats the same mapping and push name on many messages: each is written
     // once, and each JID is canonicalized once.
@@ -604,10 +687,33 @@ pub fn apply(txn: &WriteTransaction, effects: &[Effect]) -> crate::store::Result
                 flush(&mut pending)?;
                 on_target(txn, chat, |c| writes::delete_message(txn, c, id))?;
             }
-            Effect::Mapping { .. } | Effect::Contact(_) => {}
+            Effect::Mapping { .. } | Effect::Contact(_) | Effect::Receipt { .. } => {}
         }
     }
-    flush(&mut pending)
+    flush(&mut pending)?;
+    for e in effects {
+        if let Effect::Receipt { chat, ids, state } = e {
+            apply_receipt(txn, chat, ids, *state)?;
+        }
+    }
+    Ok(())
+}
+
+/// Raises our messages `ids` of a chat to `state`, under the canonical chat and under the chat
+/// as named (a conversation may be stored under both identities). Returns how many of our
+/// messages it found.
+pub fn apply_receipt(
+    txn: &WriteTransaction,
+    chat: &str,
+    ids: &[String],
+    state: Delivery,
+) -> crate::store::Result<usize> {
+    let canon = canonical(txn, chat)?;
+    let mut known = writes::apply_receipt(txn, &canon, ids, state)?.known;
+    if canon != chat {
+        known += writes::apply_receipt(txn, chat, ids, state)?.known;
+    }
+    Ok(known)
 }
 
 /// Applies a history sync: its effects, then each conversation's chat update. A conversation
@@ -784,6 +890,90 @@ async fn write_effects(engine: &Engine, effects: Vec<Effect>) -> Result<(), Stri
         .map_err(|e| e.to_string())
 }
 
+/// How many of our messages a receipt names, and how many of them it would raise, read
+/// without writing (under the canonical chat and the chat as named, as [`apply_receipt`]).
+fn receipt_need(
+    txn: &redb::ReadTransaction,
+    chat: &str,
+    ids: &[String],
+    state: Delivery,
+) -> crate::store::Result<(usize, usize)> {
+    use crate::store::queries;
+    let canon = match queries::pn_for_lid(txn, chat)? {
+        Some(pn) if jid::is_lid(chat) => pn,
+        _ => chat.to_string(),
+    };
+    let (mut known, mut rises) = (0, 0);
+    for c in std::iter::once(canon.as_str()).chain((canon != chat).then_some(chat)) {
+        for id in ids {
+            if let Some(m) = queries::message(txn, c, id)?.filter(|m| m.row.from_me) {
+                known += 1;
+                rises += usize::from(m.row.delivery() < state);
+            }
+        }
+    }
+    Ok((known, rises))
+}
+
+/// Stores a receipt; returns how many of our messages it names. It is read first and written
+/// only when it raises one (every device of a peer sends its own delivery and read receipts,
+/// and most of them change nothing).
+async fn receipt_write(
+    engine: &Engine,
+    chat: &str,
+    ids: &[String],
+    state: Delivery,
+) -> Result<usize, String> {
+    let (owned_chat, owned_ids) = (chat.to_string(), ids.to_vec());
+    let (known, rises) = engine
+        .store()
+        .read(move |txn| receipt_need(txn, &owned_chat, &owned_ids, state))
+        .await
+        .map_err(|e| e.to_string())?;
+    if rises > 0 {
+        let (chat, ids) = (chat.to_string(), ids.to_vec());
+        engine
+            .store()
+            .write(move |txn| apply_receipt(txn, &chat, &ids, state).map(|_| ()))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(known)
+}
+
+/// When a live receipt that found none of its messages is tried again (ms after the first
+/// try, one after the other). Our own send is stored once the server acknowledged it, and a
+/// peer on a fast link may answer with its delivery receipt before that write commits.
+pub const RECEIPT_RETRY_DELAYS_MS: [u64; 3] = [200, 1_000, 5_000];
+/// At most this many receipts wait for a retry at once; beyond it a receipt for unknown
+/// messages (say, for messages sent before this store existed) is dropped at once.
+const MAX_RECEIPTS_WAITING: usize = 256;
+static RECEIPTS_WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn retry_receipt_later(engine: &Engine, chat: String, ids: Vec<String>, state: Delivery) {
+    use std::sync::atomic::Ordering;
+    if RECEIPTS_WAITING.fetch_add(1, Ordering::SeqCst) >= MAX_RECEIPTS_WAITING {
+        RECEIPTS_WAITING.fetch_sub(1, Ordering::SeqCst);
+        return;
+    }
+    let engine = engine.clone();
+    crate::runtime::spawn(async move {
+        for delay in RECEIPT_RETRY_DELAYS_MS {
+            smol::Timer::after(std::time::Duration::from_millis(delay)).await;
+            match receipt_write(&engine, &chat, &ids, state).await {
+                Ok(0) => {}
+                Ok(_) => break,
+                Err(e) => {
+                    log::info!("whatsapp ingest: storing a receipt for {chat} failed: {e}");
+                    break;
+                }
+            }
+        }
+        RECEIPTS_WAITING.fetch_sub(1, Ordering::SeqCst);
+    })
+    .detach();
+}
+
 async fn chat_update(engine: &Engine, u: ChatUpdate) -> Result<(), String> {
     engine
         .store()
@@ -905,6 +1095,14 @@ async fn handle(engine: &Engine, raw: Arc<Event>) -> Result<(), String> {
                 writes::mark_chat_read(txn, c).map(|_| ())
             })
             .await?;
+        }
+        Event::Receipt(r) => {
+            if let Some(Effect::Receipt { chat, ids, state }) = receipt_effect(r) {
+                let known = receipt_write(engine, &chat, &ids, state).await?;
+                if known == 0 && !r.offline {
+                    retry_receipt_later(engine, chat, ids, state);
+                }
+            }
         }
         Event::PushNameUpdate(p) => {
             write_effects(
@@ -1520,5 +1718,166 @@ mod tests {
             .unwrap();
         assert!(msg.row.is_revoked());
         assert!(msg.row.body.is_empty());
+    }
+
+    fn receipt(from: &str, ids: &[&str], kind: ReceiptType) -> Receipt {
+        use whatsapp_rust::wacore::chrono::DateTime;
+        let from: whatsapp_rust::Jid = from.parse().unwrap();
+        Receipt::builder()
+            .source(whatsapp_rust::types::message::MessageSource {
+                chat: from.clone(),
+                sender: from,
+                ..Default::default()
+            })
+            .message_ids(ids.iter().map(|s| s.to_string()).collect())
+            .timestamp(DateTime::from_timestamp(1_700_000_000, 0).unwrap())
+            .r#type(kind)
+            .offline(false)
+            .build()
+    }
+
+    #[test]
+    fn receipts_become_delivery_states_of_the_chat_they_came_from() {
+        let effect =
+            |from: &str, kind: ReceiptType| receipt_effect(&receipt(from, &["A", "B"], kind));
+        let expect = |chat: &str, state: Delivery| {
+            Some(Effect::Receipt {
+                chat: chat.into(),
+                ids: vec!["A".into(), "B".into()],
+                state,
+            })
+        };
+        // A peer's device: the chat is the peer's user JID.
+        assert_eq!(
+            effect("15550000002:3@s.whatsapp.net", ReceiptType::Delivered),
+            expect(BOB, Delivery::Delivered)
+        );
+        assert_eq!(
+            effect(BOB, ReceiptType::Inactive),
+            expect(BOB, Delivery::Delivered)
+        );
+        assert_eq!(effect(BOB, ReceiptType::Read), expect(BOB, Delivery::Read));
+        assert_eq!(
+            effect(BOB, ReceiptType::Played),
+            expect(BOB, Delivery::Played)
+        );
+        assert_eq!(
+            effect("120363000000000001@g.us", ReceiptType::Read),
+            expect("120363000000000001@g.us", Delivery::Read)
+        );
+        // Receipts that say nothing about how far our message got.
+        for kind in [
+            ReceiptType::ReadSelf,
+            ReceiptType::PlayedSelf,
+            ReceiptType::Sender,
+            ReceiptType::Retry,
+            ReceiptType::Sent,
+            ReceiptType::ServerError,
+            ReceiptType::Other("view".into()),
+        ] {
+            assert_eq!(effect(BOB, kind.clone()), None, "{kind:?}");
+        }
+        assert_eq!(effect("status@broadcast", ReceiptType::Read), None);
+        assert_eq!(receipt_effect(&receipt(BOB, &[], ReceiptType::Read)), None);
+    }
+
+    #[test]
+    fn a_receipt_from_a_mapped_lid_raises_our_message_in_the_phone_chat() {
+        let lid = "100000000000002@lid";
+        let mut mine = message_effects(
+            &Envelope {
+                from_me: true,
+                ..env(BOB, "15550000001@s.whatsapp.net", "3EB0MINE")
+            },
+            &wa::Message {
+                conversation: Some("ours".into()),
+                ..Default::default()
+            },
+        );
+        // The receipt comes first in the batch: it is applied after the messages.
+        let mut effects = vec![
+            receipt_effect(&receipt(lid, &["3EB0MINE"], ReceiptType::Read)).unwrap(),
+            Effect::Mapping {
+                lid: lid.into(),
+                pn: BOB.into(),
+            },
+        ];
+        effects.append(&mut mine);
+        // A late delivery receipt for the same message, and one for an unknown id.
+        let late = vec![
+            receipt_effect(&receipt(
+                BOB,
+                &["3EB0MINE", "3EB0NONE"],
+                ReceiptType::Delivered,
+            ))
+            .unwrap(),
+        ];
+        let store = crate::store::Store::open_in_memory().unwrap();
+        store
+            .write_blocking(move |txn| apply(txn, &effects))
+            .unwrap();
+        store.write_blocking(move |txn| apply(txn, &late)).unwrap();
+        let msg = store
+            .read_blocking(|txn| crate::store::queries::message(txn, BOB, "3EB0MINE"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.row.delivery(), Delivery::Read);
+        assert_eq!(msg.row.body, "ours");
+        // The read-only check the live path makes first: known under the LID too, and a
+        // receipt that would not raise anything is not written.
+        let need = |chat: &'static str, state: Delivery| {
+            store
+                .read_blocking(move |txn| {
+                    receipt_need(txn, chat, &["3EB0MINE".into(), "NONE".into()], state)
+                })
+                .unwrap()
+        };
+        assert_eq!(need(lid, Delivery::Delivered), (1, 0));
+        assert_eq!(need(BOB, Delivery::Played), (1, 1));
+        assert_eq!(need("999@s.whatsapp.net", Delivery::Read), (0, 0));
+    }
+
+    #[test]
+    fn history_sync_keeps_how_far_our_messages_got() {
+        use wa::web_message_info::Status;
+        let own = "15550000001@s.whatsapp.net";
+        let mut hs = history();
+        let conv = &mut hs.conversations[0];
+        for (i, status) in [Status::DELIVERY_ACK, Status::READ].into_iter().enumerate() {
+            let mut m = conv.messages[1].clone();
+            if let Some(web) = m.message.as_option_mut() {
+                web.status = Some(status);
+                if let Some(k) = web.key.as_option_mut() {
+                    k.id = Some(format!("MINE{i}"));
+                }
+            }
+            conv.messages.push(m);
+        }
+        // Theirs with a status: not ours, so no state.
+        if let Some(web) = conv.messages[0].message.as_option_mut() {
+            web.status = Some(Status::READ);
+        }
+        let (effects, chats) = history_effects(&hs, Some(own));
+        let receipts: Vec<&Effect> = effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Receipt { .. }))
+            .collect();
+        assert_eq!(receipts.len(), 2, "{receipts:?}");
+        let store = crate::store::Store::open_in_memory().unwrap();
+        store
+            .write_blocking(move |txn| apply_history(txn, &effects, &chats))
+            .unwrap();
+        let state = |id: &'static str| {
+            store
+                .read_blocking(move |txn| crate::store::queries::message(txn, BOB, id))
+                .unwrap()
+                .unwrap()
+                .row
+                .delivery()
+        };
+        assert_eq!(state("H1"), Delivery::Sent);
+        assert_eq!(state("MINE0"), Delivery::Delivered);
+        assert_eq!(state("MINE1"), Delivery::Read);
+        assert_eq!(state("H2"), Delivery::Sent);
     }
 }

@@ -215,8 +215,9 @@ pub fn member_accounts(g: &Inner, group: &str) -> Vec<(usize, bool)> {
 }
 
 /// A `<message to="…@g.us">` from (account `sa`, device `sd`): the shared `<enc>`s (the
-/// `skmsg`) go to every member device but the sender's; a device listed in
-/// `<participants>` also gets its own `<enc>` (the sender-key distribution). Returns an
+/// `skmsg`) go to every member device but the sender's (a retry resend, naming one device
+/// in `participant`, to that device only); a device listed in `<participants>` also gets
+/// its own `<enc>` (the sender-key distribution). Returns an
 /// error code for the sender's ack when refused (403: not a member).
 pub fn route_group_message(
     g: &mut Inner,
@@ -232,6 +233,10 @@ pub fn route_group_message(
     if group.announce && !group.is_admin(sa) {
         return Some(403);
     }
+    // A retry resend names the one member device it is for.
+    let only: Option<(usize, u32)> = attr(node, "participant")
+        .and_then(|p| Addr::parse(&p))
+        .and_then(|p| resolve(g, &p).map(|a| (a, p.device.unwrap_or(0))));
     let mut per_device: Vec<((usize, u32), Vec<Node>)> = Vec::new();
     if let Some(participants) = node.get_optional_child("participants") {
         for t in participants.get_children_by_tag("to") {
@@ -267,7 +272,7 @@ pub fn route_group_message(
     attrs.push(("t", now_secs().to_string()));
     for (member, _) in &group.members {
         for d in g.accounts[*member].devices.clone() {
-            if *member == sa && d == sd {
+            if (*member == sa && d == sd) || only.is_some_and(|o| o != (*member, d)) {
                 continue;
             }
             let mut children: Vec<Node> = per_device

@@ -2,7 +2,8 @@
 //! each linked through its account's mock phone, and driven over the control API:
 //! `POST /control/peers`, `GET /control/peers`, `POST /control/peers/:peer/send` (text,
 //! reply, reaction, edit, revoke, media through the CDN), `GET /control/peers/:peer/inbox`
-//! (long-polled on request) and `GET /control/peers/:peer/media/:id`; it also dispatches
+//! (long-polled on request), `GET /control/peers/:peer/media/:id` and
+//! `POST /control/peers/:peer/read` (read receipts); it also dispatches
 //! `/control/history` (history.rs) and `/control/profile-pic`. Everything a peer reads was
 //! decrypted by the real client. Owns the peers and their inboxes; it must not touch
 //! routing, pairing internals or keys (it links through `State::scan` like any phone).
@@ -453,6 +454,44 @@ impl Peers {
         }))
     }
 
+    /// `POST /control/peers/:number/read {"ids": […], "chat"?, "sender"?}`: the peer's client
+    /// reads messages it received, sending read receipts as WhatsApp does. `chat` defaults to
+    /// the chat the peer received the first id in, and `sender` (a group message's author) to
+    /// that message's sender in a group, none in a 1:1 chat.
+    pub async fn read(&self, key: &str, body: &Value) -> Result<Value, ControlError> {
+        let peer = self.find(key).ok_or_else(|| err(404, "no such peer"))?;
+        let usage =
+            "expected {\"ids\": [\"<message id>\", …], \"chat\"?: \"…\", \"sender\"?: \"…\"}";
+        let ids: Vec<&str> = match body.get("ids").and_then(Value::as_array) {
+            Some(list) => list.iter().filter_map(Value::as_str).collect(),
+            None => Vec::new(),
+        };
+        let Some(first) = ids.first() else {
+            return Err(err(400, usage));
+        };
+        let known = peer.log().known.get(*first).cloned();
+        let chat = match body.get("chat").and_then(Value::as_str) {
+            Some(c) => parse_to(c)?,
+            None => known
+                .as_ref()
+                .map(|k| k.chat.clone())
+                .ok_or_else(|| err(404, format!("the peer knows no message {first:?}")))?,
+        };
+        let sender = match body.get("sender").and_then(Value::as_str) {
+            Some(s) => Some(parse_to(s)?),
+            None if chat.server == whatsapp_rust::Server::Group => {
+                known.as_ref().map(|k| k.sender.clone())
+            }
+            None => None,
+        };
+        peer.handle
+            .client()
+            .mark_as_read(&chat, sender.as_ref(), &ids)
+            .await
+            .map_err(|e| err(502, format!("the peer's read receipt failed: {e}")))?;
+        Ok(json!({ "read": ids, "chat": chat.to_string() }))
+    }
+
     /// `GET /control/peers/:number/media/:id`: the peer downloads and decrypts the media of a
     /// message it received (or sent) from the CDN.
     pub async fn media(&self, key: &str, id: &str) -> Result<Value, ControlError> {
@@ -638,6 +677,7 @@ pub async fn control(
             let rest = p.trim_start_matches("/control/peers/");
             match (method, rest.split_once('/')) {
                 ("POST", Some((key, "send"))) => peers.send(key, body).await,
+                ("POST", Some((key, "read"))) => peers.read(key, body).await,
                 ("GET", Some((key, "inbox"))) => peers.inbox(key, query).await,
                 ("GET", Some((key, rest))) if rest.starts_with("media/") => {
                     peers.media(key, rest.trim_start_matches("media/")).await

@@ -306,6 +306,16 @@ impl State {
         if to.server == "broadcast" {
             return Some(server_ack("message", node));
         }
+        if let Some(recipient) = resolve(&g, &to)
+            && recipient != sa
+        {
+            if first_contact_refused(&g, sa, recipient, node) {
+                let mut ack = server_ack("message", node);
+                ack.attrs.insert("error", "463");
+                return Some(ack);
+            }
+            g.contacted.insert((sa, recipient));
+        }
         route_dm(&mut g, sa, sd, &to, node);
         Some(server_ack("message", node))
     }
@@ -364,6 +374,23 @@ impl State {
         }
         Some(server_ack("receipt", node))
     }
+}
+
+/// WhatsApp's 463: a first message to a privacy-restricted account (`restricted:` push name)
+/// is refused unless that account wrote to the sender before or the stanza carries a
+/// `<tctoken>` (or a `<cstoken>`, unless the account's `cs_enabled=0`). Token issuance and
+/// validation are not modelled: any token is accepted.
+fn first_contact_refused(g: &Inner, sender: usize, recipient: usize, node: &Node) -> bool {
+    let flags = &g.accounts[recipient].flags;
+    if !flags.restricted || g.contacted.contains(&(recipient, sender)) {
+        return false;
+    }
+    let cs_disabled = flags
+        .scenario
+        .iter()
+        .any(|(k, v)| k == "cs_enabled" && v == "0");
+    let has = |tag: &str| node.get_optional_child(tag).is_some();
+    !(has("tctoken") || (has("cstoken") && !cs_disabled))
 }
 
 /// A 1:1 (or own-device, or peer) message: each `<participants><to jid>` gets its own

@@ -195,6 +195,9 @@ pub(crate) struct Inner {
     /// Presence subscriptions per target account: (subscriber account, device, the JID it
     /// subscribed to, as written).
     pub(crate) presence_subs: HashMap<usize, Vec<(usize, u32, String)>>,
+    /// (sender, recipient) account pairs that exchanged a 1:1 message: a restricted
+    /// recipient accepts a sender it has written to (route.rs).
+    pub(crate) contacted: std::collections::HashSet<(usize, usize)>,
     /// Presence and chatstates held for offline devices: (expiry, coalescing key, stanza).
     pub(crate) ephemeral: HashMap<(usize, u32), Vec<crate::presence::Held>>,
     /// QR ref → the connection it was issued to.

@@ -98,8 +98,8 @@ fn text_both_ways_with_receipts() {
     });
 }
 
-/// Messages to a device that is away wait in its queue and arrive on its next login, in
-/// the order sent, marked offline, followed by an `<offline count>` covering them.
+/// Fifty messages to a device that is away wait in its queue and arrive on its next login,
+/// in the order sent, each once, marked offline, with an `<offline count>` covering them.
 #[test]
 fn offline_queue_delivered_in_order_on_login() {
     smol::block_on(async {
@@ -140,8 +140,8 @@ fn offline_queue_delivered_in_order_on_login() {
         })
         .await;
 
-        let texts = ["first", "second", "third"];
-        for t in texts {
+        let texts: Vec<String> = (1..=50).map(|i| format!("queued {i}")).collect();
+        for t in &texts {
             client_a
                 .send_message(account_jid(&jid_b), text(t))
                 .await
@@ -178,8 +178,8 @@ fn offline_queue_delivered_in_order_on_login() {
                 offline_count = ev.1;
             }
         }
-        let order: Vec<&str> = received.iter().map(|(t, _)| t.as_str()).collect();
-        assert_eq!(order, texts);
+        let order: Vec<&String> = received.iter().map(|(t, _)| t).collect();
+        assert_eq!(order, texts.iter().collect::<Vec<_>>());
         assert!(received.iter().all(|(_, offline)| *offline), "{received:?}");
         assert!(
             offline_count.is_some_and(|n| n >= texts.len() as i32),
@@ -213,5 +213,89 @@ fn first_message_consumes_one_prekey() {
         // One per bundle fetch (the client may fetch the identity before the session).
         let after = count(&state(&server).await).unwrap();
         assert!(after < before && after + 3 > before, "{before} -> {after}");
+    });
+}
+
+/// A first message to a privacy-restricted account (`restricted:` push name) is nacked
+/// with 463 and not delivered; once that account has written, the reply goes through.
+#[test]
+fn first_contact_to_a_restricted_account_gets_463() {
+    smol::block_on(async {
+        let server = start_fakewa(true).await;
+        let (_bot_a, client_a, events_a, jid_a) = link_connected(&server, "gus").await;
+        let (_bot_r, client_r, events_r, jid_r) = link_connected(&server, "restricted:rita").await;
+
+        let sent = client_a
+            .send_message(account_jid(&jid_r), text("may I?"))
+            .await
+            .expect("the send itself goes out");
+        let want = sent.message_id.clone();
+        wait_for(&events_a, 30, "the 463 nack", |ev| match ev {
+            Event::ServerAck(ack) if ack.id == want => Some(ack.error.clone()),
+            _ => None,
+        })
+        .await
+        .filter(|e| e == "463")
+        .expect("a 463 nack");
+
+        client_r
+            .send_message(account_jid(&jid_a), text("hello gus"))
+            .await
+            .expect("R writes first");
+        wait_text(&events_a, "hello gus").await;
+        client_a
+            .send_message(account_jid(&jid_r), text("hello rita"))
+            .await
+            .expect("A replies");
+        let (_, _, id) = wait_text(&events_r, "hello rita").await;
+        assert_ne!(id, sent.message_id, "the refused message never arrives");
+    });
+}
+
+/// A typing indicator reaches the other account; a presence subscription is answered with
+/// the current state and then hears its changes.
+#[test]
+fn chatstate_and_presence_are_relayed() {
+    smol::block_on(async {
+        let server = start_fakewa(true).await;
+        let (_bot_a, client_a, _events_a, jid_a) = link_connected(&server, "hugo").await;
+        let (_bot_b, client_b, events_b, jid_b) = link_connected(&server, "iris").await;
+
+        client_a
+            .chatstate()
+            .send_composing(&account_jid(&jid_b))
+            .await
+            .expect("A types");
+        wait_for(&events_b, 30, "A's typing", |ev| {
+            matches!(ev, Event::ChatPresence(_)).then_some(())
+        })
+        .await;
+
+        client_a
+            .presence()
+            .set_available()
+            .await
+            .expect("A available");
+        client_b
+            .presence()
+            .subscribe(account_jid(&jid_a))
+            .await
+            .expect("B subscribes");
+        let want = account_jid(&jid_a);
+        wait_for(&events_b, 30, "A available", |ev| match ev {
+            Event::Presence(p) if p.from == want && !p.unavailable => Some(()),
+            _ => None,
+        })
+        .await;
+        client_a
+            .presence()
+            .set_unavailable()
+            .await
+            .expect("A unavailable");
+        wait_for(&events_b, 30, "A unavailable", |ev| match ev {
+            Event::Presence(p) if p.from == want && p.unavailable => Some(()),
+            _ => None,
+        })
+        .await;
     });
 }
