@@ -1,5 +1,6 @@
-//! One client connection on `/ws/chat`: the Noise XX responder, the frame layer and the
-//! stanza loop.
+//! One client connection on `/ws/chat`: the Noise XX responder, the frame layer, the login
+//! (with the offline-queue drain) and the stanza loop that dispatches each stanza to the
+//! state (IQs by namespace; messages, receipts, acks, presence and chatstates to the router).
 
 use std::sync::Arc;
 

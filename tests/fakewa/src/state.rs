@@ -1,5 +1,8 @@
 //! The server's shared state: accounts (each with a mock phone, device 0), live connections,
-//! pending QR refs and counters.
+//! pending QR refs and counters, and the data the router keeps (each device's offline queue,
+//! groups, presence subscriptions, held chatstates); pairing, login, key uploads, usync and
+//! app state are answered here. Routing itself is in route.rs, groups.rs, presence.rs,
+//! prekeys.rs and profile_iq.rs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
