@@ -26,17 +26,22 @@
 //! `SENDS` (default 200) and `INBOUND` (default 100) set the sample counts; `LOG_FILE` keeps
 //! the product's stderr (`RUST_LOG` is passed through) for looking into a figure.
 
-use miniserde::json::{Number, Value};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
+use miniserde::json::Value;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::{
+    FakeWa, Proc, Result, Scratch, Session, env_or, figure, free_addr, get, get_num, get_str, http,
+    js, parse, proc_status_kb, product_command, spawn_error, start_fakewa,
+};
 
-const PROTOCOL: &str = "2025-06-18";
 const PUSH_NAME: &str = "messaging-bench";
 const PEER_NAME: &str = "bench-peer";
 /// Peers the sends rotate over, so each inbox (re-read whole on every poll) stays short.
@@ -50,299 +55,18 @@ const WAIT_SETTLE: Duration = Duration::from_millis(20);
 /// `/api/status` and /proc sampling period during the history ingest.
 const SAMPLE_EVERY: Duration = Duration::from_millis(2);
 
-type Result<T> = std::result::Result<T, String>;
-
-/// A child process, killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A `/proc/PID/status` field in kB.
-fn proc_status_kb(pid: u32, field: &str) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("read /proc/{pid}/status: {e}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| format!("no {field} line in /proc/{pid}/status"))
-}
-
-impl Proc {
-    fn check_alive(&mut self, what: &str) -> Result<()> {
-        match self.0.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => Err(format!("{what} exited: {status}")),
-            Err(e) => Err(format!("cannot check {what}: {e}")),
-        }
-    }
-}
-
-/// A directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Result<Scratch> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "wams-messaging-bench-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("create {dir:?}: {e}"))?;
-        Ok(Scratch(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// One HTTP/1.1 exchange on a fresh connection (`Connection: close`): (status, headers, body).
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-    timeout: Duration,
-) -> Result<(u16, String, String)> {
-    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    s.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes())
-        .map_err(|e| format!("write {path}: {e}"))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| format!("read {path}: {e}"))?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP head in {text:?}"))?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad status line in {head:?}"))?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.contains("chunked"));
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    Ok((status, head.to_string(), body))
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else {
-            break;
-        };
-        if n == 0 || tail.len() < n {
-            break;
-        }
-        out.push_str(&tail[..n]);
-        rest = tail[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-fn parse(text: &str) -> Result<Value> {
-    // An SSE body carries the answer in its last `data:` line.
-    let payload = if text.contains("data: ") {
-        text.lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .next_back()
-            .unwrap_or("")
-    } else {
-        text
-    };
-    miniserde::json::from_str(payload).map_err(|_| format!("not JSON: {payload:?}"))
-}
-
-fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter().try_fold(v, |v, k| match v {
-        Value::Object(o) => o.get(*k),
-        Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get(i)),
-        _ => None,
-    })
-}
-
-fn get_str<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    match get(v, path) {
-        Some(Value::String(s)) => Some(s),
-        _ => None,
-    }
-}
-
-fn get_num(v: &Value, path: &[&str]) -> Option<f64> {
-    match get(v, path) {
-        Some(Value::Number(Number::U64(n))) => Some(*n as f64),
-        Some(Value::Number(Number::I64(n))) => Some(*n as f64),
-        Some(Value::Number(Number::F64(n))) => Some(*n),
-        _ => None,
-    }
-}
-
-/// A JSON string literal.
-fn js(s: &str) -> String {
-    miniserde::json::to_string(&s)
-}
-
-/// fakewa with its listen and control addresses and CA.
-struct FakeWa {
-    proc: Proc,
-    listen: SocketAddr,
-    control: SocketAddr,
-    ca: PathBuf,
-    _dir: Scratch,
-}
-
-fn start_fakewa(bin: &str) -> Result<FakeWa> {
-    let dir = Scratch::new("fakewa")?;
-    let mut child = Command::new(bin)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--control",
-            "127.0.0.1:0",
-            "--dir",
-        ])
-        .arg(&dir.0)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run {bin}: {e}; build it with cargo build -p fakewa"))?;
-    let stdout = child.stdout.take().ok_or("fakewa stdout")?;
-    let proc = Proc(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let (mut listen, mut control, mut ca) = (None, None, None);
-    while listen.is_none() || control.is_none() || ca.is_none() {
-        let line = lines
-            .next()
-            .ok_or("fakewa exited before printing its addresses")?
-            .map_err(|e| format!("fakewa stdout: {e}"))?;
-        if let Some(v) = line.strip_prefix("listen=") {
-            listen = v.parse().ok();
-        } else if let Some(v) = line.strip_prefix("control=") {
-            control = v.parse().ok();
-        } else if let Some(v) = line.strip_prefix("ca=") {
-            ca = Some(PathBuf::from(v));
-        }
-    }
-    thread::spawn(move || for _ in lines {});
-    let (Some(listen), Some(control), Some(ca)) = (listen, control, ca) else {
-        return Err("fakewa printed no addresses".into());
-    };
-    Ok(FakeWa {
-        proc,
-        listen,
-        control,
-        ca,
-        _dir: dir,
-    })
-}
-
-impl FakeWa {
-    /// A control request's raw answer body (200 only).
-    fn control_raw(
-        &self,
-        method: &str,
-        path: &str,
-        body: &str,
-        timeout: Duration,
-    ) -> Result<String> {
-        let (status, _, body) = http(
-            self.control,
-            method,
-            path,
-            &[("Content-Type", "application/json")],
-            body,
-            timeout,
-        )?;
-        if status != 200 {
-            return Err(format!("fakewa {method} {path}: HTTP {status} {body}"));
-        }
-        Ok(body)
-    }
-
-    fn control(&self, method: &str, path: &str, body: &str) -> Result<Value> {
-        parse(&self.control_raw(method, path, body, Duration::from_secs(120))?)
-    }
-}
-
-fn free_addr() -> Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    l.local_addr().map_err(|e| e.to_string())
-}
-
-const MCP_HEADERS: [(&str, &str); 2] = [
-    ("Content-Type", "application/json"),
-    ("Accept", "application/json, text/event-stream"),
-];
-
 /// The product process.
 struct Product {
     proc: Proc,
     addr: SocketAddr,
 }
 
-/// An MCP session on the product.
-struct Session {
-    addr: SocketAddr,
-    id: String,
-}
-
 fn start_product(bin: &str, data: &Path, fw: &FakeWa) -> Result<Product> {
     let addr = free_addr()?;
-    let mut cmd = Command::new(bin);
-    cmd.arg("--listen")
-        .arg(addr.to_string())
-        .arg("--data-dir")
-        .arg(data)
-        .env("WA_WS_URL", format!("wss://{}/ws/chat", fw.listen))
-        .env("WA_TEST_CA", &fw.ca)
-        .env("WA_PUSH_NAME", PUSH_NAME)
-        .env("SEND_RATE_PER_MIN", "0")
-        .env("WA_SEND_DEDUP_WINDOW_MS", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    for var in [
-        "ACCESS_TOKEN",
-        "ALLOWED_HOSTS",
-        "TRANSPORT",
-        "LISTEN",
-        "DATA_DIR",
-        "WA_PROXY",
-        "WA_WEB_VERSION",
-        "READ_ONLY",
-        "SEND_ALLOWLIST",
-        "SEND_LOG_BODIES",
-    ] {
+    let mut cmd = product_command(bin, addr, data, fw, PUSH_NAME);
+    cmd.env("SEND_RATE_PER_MIN", "0")
+        .env("WA_SEND_DEDUP_WINDOW_MS", "0");
+    for var in ["READ_ONLY", "SEND_ALLOWLIST", "SEND_LOG_BODIES"] {
         cmd.env_remove(var);
     }
     match std::env::var("LOG_FILE") {
@@ -354,11 +78,7 @@ fn start_product(bin: &str, data: &Path, fw: &FakeWa) -> Result<Product> {
             cmd.env_remove("RUST_LOG").stderr(Stdio::null());
         }
     }
-    let child = cmd.spawn().map_err(|e| {
-        format!(
-            "cannot run {bin}: {e}; build it with cargo build --release --features test-network"
-        )
-    })?;
+    let child = cmd.spawn().map_err(|e| spawn_error(bin, e))?;
     Ok(Product {
         proc: Proc(child),
         addr,
@@ -372,36 +92,7 @@ impl Product {
 
     /// A new MCP session, once the product answers `initialize`.
     fn session(&mut self) -> Result<Session> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let init = format!(
-            r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"{PROTOCOL}","capabilities":{{}},"clientInfo":{{"name":"messaging_bench","version":"1"}}}}}}"#
-        );
-        loop {
-            if let Ok((200, head, _)) = http(
-                self.addr,
-                "POST",
-                "/mcp",
-                &MCP_HEADERS,
-                &init,
-                Duration::from_secs(30),
-            ) && let Some(id) = head.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("mcp-session-id")
-                    .then(|| v.trim().to_string())
-            }) {
-                let session = Session {
-                    addr: self.addr,
-                    id,
-                };
-                session.rpc(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)?;
-                return Ok(session);
-            }
-            self.proc.check_alive("the product")?;
-            if Instant::now() > deadline {
-                return Err("the product did not answer initialize within 20 s".into());
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
+        Session::open(self.addr, &mut self.proc)
     }
 
     /// `/api/status`'s `messageCount`.
@@ -423,72 +114,10 @@ impl Product {
     }
 }
 
-impl Session {
-    fn rpc(&self, body: &str) -> Result<String> {
-        let mut headers = MCP_HEADERS.to_vec();
-        headers.push(("MCP-Session-Id", &self.id));
-        headers.push(("MCP-Protocol-Version", PROTOCOL));
-        let (status, _, body) = http(
-            self.addr,
-            "POST",
-            "/mcp",
-            &headers,
-            body,
-            Duration::from_secs(90),
-        )?;
-        if !(200..300).contains(&status) {
-            return Err(format!("/mcp: HTTP {status} {body}"));
-        }
-        Ok(body)
-    }
-
-    /// The result of a tool call.
-    fn call(&self, tool: &str, args: &str) -> Result<Value> {
-        let body = self.rpc(&format!(
-            r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
-        ))?;
-        let v = parse(&body)?;
-        get(&v, &["result"])
-            .cloned()
-            .ok_or_else(|| format!("{tool}: no result in {body}"))
-    }
-
-    /// A tool's first text block, parsed as JSON; `isError` is an error.
-    fn call_json(&self, tool: &str, args: &str) -> Result<Value> {
-        let result = self.call(tool, args)?;
-        let text = get_str(&result, &["content", "0", "text"]).unwrap_or("");
-        if matches!(get(&result, &["isError"]), Some(Value::Bool(true))) {
-            return Err(format!("{tool} {args}: {text}"));
-        }
-        parse(text)
-    }
-
-    fn connected(&self) -> Result<bool> {
-        let result = self.call("check_auth_status", "{}")?;
-        let text = get_str(&result, &["content", "0", "text"]).unwrap_or("");
-        Ok(text.lines().any(|l| l.trim() == "state: connected"))
-    }
-}
-
 /// Links a fresh product by QR through fakewa's mock phone; returns the account JID.
 fn link(product: &mut Product, session: &Session, fw: &FakeWa) -> Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let qr = loop {
-        let result = session.call("get_qr_code", "{}")?;
-        if get_str(&result, &["content", "0", "type"]) == Some("image")
-            && let Some(qr) = get_str(&result, &["content", "1", "text"])
-        {
-            break qr.to_string();
-        }
-        product.proc.check_alive("the product")?;
-        if Instant::now() > deadline {
-            return Err("no QR code within 30 s".into());
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let scanned = fw.control("POST", "/control/scan", &format!(r#"{{"qr":{}}}"#, js(&qr)))?;
-    let device = get_str(&scanned, &["jid"]).ok_or("scan answered no jid")?;
-    let number = device.split([':', '@']).next().unwrap_or(device);
+    let device = session.scan_qr(&mut product.proc, fw)?;
+    let number = device.split([':', '@']).next().unwrap_or(&device);
     let account = format!("{number}@s.whatsapp.net");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !session.connected()? {
@@ -513,16 +142,8 @@ fn create_peer(fw: &FakeWa, name: &str) -> Result<(String, String)> {
     Ok((jid.to_string(), number.to_string()))
 }
 
-fn figure(name: &str, value: impl std::fmt::Display) {
-    println!("{name}={value}");
-}
-
 fn note(text: &str) {
     println!("# {text}");
-}
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
 fn env_count(name: &str, default: usize) -> Result<usize> {

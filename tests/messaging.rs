@@ -13,6 +13,19 @@ use common::{TempDir, wait_for};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A text no other test (or run) uses.
+/// `send_message` of `text` to `to`; its JSON answer.
+fn send_text(mcp: &Mcp, to: &str, text: &str) -> Json {
+    mcp.json(
+        "send_message",
+        &format!(r#"{{"recipient_jid":"{to}","message":"{text}"}}"#),
+    )
+}
+
+/// Whether an inbox message's text is `text`.
+fn has_text(text: &str) -> impl Fn(&Json) -> bool + '_ {
+    move |m| m.get("text").str().as_deref() == Some(text)
+}
+
 fn unique(tag: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -77,10 +90,7 @@ fn a_peers_message_is_stored_and_found_and_a_send_and_a_reply_reach_the_peer() {
 
     // Outbound: the text reaches the peer, and we read our own write at once.
     let out = unique("out");
-    let sent = mcp.json(
-        "send_message",
-        &format!(r#"{{"recipient_jid":"{}","message":"{out}"}}"#, bob.jid),
-    );
+    let sent = send_text(&mcp, &bob.jid, &out);
     let sent_id = sent.get("messageId").str().expect("messageId");
     let mine = list_messages(&mcp, &bob.jid, 100);
     assert!(
@@ -88,9 +98,7 @@ fn a_peers_message_is_stored_and_found_and_a_send_and_a_reply_reach_the_peer() {
             .any(|m| body_is(m, &out) && m.get("fromMe").bool() == Some(true)),
         "our own message is listed as soon as send_message returns: {mine:?}"
     );
-    let seen = wait_peer_message(&fw, &bob, "the send in the peer's inbox", |m| {
-        m.get("text").str().as_deref() == Some(out.as_str())
-    });
+    let seen = wait_peer_message(&fw, &bob, "the send in the peer's inbox", has_text(&out));
     assert_eq!(
         seen.get("id").str().as_deref(),
         Some(wa_id(&sent_id).as_str())
@@ -106,9 +114,7 @@ fn a_peers_message_is_stored_and_found_and_a_send_and_a_reply_reach_the_peer() {
             got.get("id").str().unwrap()
         ),
     );
-    let quoted = wait_peer_message(&fw, &bob, "the reply in the peer's inbox", |m| {
-        m.get("text").str().as_deref() == Some(reply.as_str())
-    });
+    let quoted = wait_peer_message(&fw, &bob, "the reply in the peer's inbox", has_text(&reply));
     assert_eq!(quoted.get("quoted_id").str(), Some(peer_id.clone()));
     assert_eq!(quoted.get("quoted_text").str(), Some(hello.clone()));
 }
@@ -367,22 +373,10 @@ fn our_reaction_and_read_receipts_reach_the_peer() {
         "a read receipt at the peer",
         Duration::from_secs(30),
         || {
-            let (status, body) = control(
-                &fw,
-                "GET",
-                &format!("/control/peers/{}/inbox", hank.number),
-                "",
-            );
-            assert_eq!(status, 200, "{body}");
-            let read = Json::parse(&body)
-                .unwrap()
-                .get("receipts")
-                .arr()
-                .iter()
-                .any(|r| {
-                    r.get("id").str().as_deref() == Some(id.as_str())
-                        && r.get("type").str().as_deref() == Some("read")
-                });
+            let read = peer_receipts(&fw, &hank).iter().any(|r| {
+                r.get("id").str().as_deref() == Some(id.as_str())
+                    && r.get("type").str().as_deref() == Some("read")
+            });
             if !read {
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -441,9 +435,12 @@ fn an_idempotent_send_is_replayed_after_a_restart_and_reaches_the_peer_once() {
     };
     assert_eq!(first.get("deduplicated").bool(), Some(false), "{first:?}");
     assert_eq!(first.get("idempotencyKey").str(), Some(key.clone()));
-    wait_peer_message(&fw, &ida, "the first send in the peer's inbox", |m| {
-        m.get("text").str().as_deref() == Some(text.as_str())
-    });
+    wait_peer_message(
+        &fw,
+        &ida,
+        "the first send in the peer's inbox",
+        has_text(&text),
+    );
     let data = server.stop();
     let server = start_product(&fw, data, "msg-idem");
     let mcp = Mcp::open(&server);
@@ -454,13 +451,13 @@ fn an_idempotent_send_is_replayed_after_a_restart_and_reaches_the_peer_once() {
     assert_eq!(again.get("timestamp").num(), first.get("timestamp").num());
     // A marker sent after the replay arrives after anything the replay might have sent.
     let marker = unique("marker");
-    mcp.json(
-        "send_message",
-        &format!(r#"{{"recipient_jid":"{}","message":"{marker}"}}"#, ida.jid),
+    send_text(&mcp, &ida.jid, &marker);
+    wait_peer_message(
+        &fw,
+        &ida,
+        "the marker in the peer's inbox",
+        has_text(&marker),
     );
-    wait_peer_message(&fw, &ida, "the marker in the peer's inbox", |m| {
-        m.get("text").str().as_deref() == Some(marker.as_str())
-    });
     let copies = peer_inbox(&fw, &ida)
         .iter()
         .filter(|m| m.get("text").str().as_deref() == Some(text.as_str()))
@@ -515,14 +512,9 @@ fn a_group_message_goes_both_ways_and_the_group_is_listed() {
 
     // Ours reaches both members.
     let out = unique("to-group");
-    mcp.json(
-        "send_message",
-        &format!(r#"{{"recipient_jid":"{group}","message":"{out}"}}"#),
-    );
+    send_text(&mcp, &group, &out);
     for peer in [&ivan, &judy] {
-        let got = wait_peer_message(&fw, peer, "our group message at a member", |m| {
-            m.get("text").str().as_deref() == Some(out.as_str())
-        });
+        let got = wait_peer_message(&fw, peer, "our group message at a member", has_text(&out));
         assert_eq!(got.get("chat").str().as_deref(), Some(group.as_str()));
     }
 
@@ -718,13 +710,13 @@ fn a_member_added_later_receives_the_next_group_message() {
     let group = create_group(&fw, "Later", &[&admin_jid, &own, &ivan.jid]);
 
     let before = unique("before");
-    mcp.json(
-        "send_message",
-        &format!(r#"{{"recipient_jid":"{group}","message":"{before}"}}"#),
+    send_text(&mcp, &group, &before);
+    wait_peer_message(
+        &fw,
+        &ivan,
+        "the first group message at ivan",
+        has_text(&before),
     );
-    wait_peer_message(&fw, &ivan, "the first group message at ivan", |m| {
-        m.get("text").str().as_deref() == Some(before.as_str())
-    });
 
     let group_jid: whatsapp_rust::Jid = group.parse().unwrap();
     let judy_jid: whatsapp_rust::Jid = judy.jid.parse().unwrap();
@@ -744,19 +736,17 @@ fn a_member_added_later_receives_the_next_group_message() {
     );
 
     let after = unique("after");
-    mcp.json(
-        "send_message",
-        &format!(r#"{{"recipient_jid":"{group}","message":"{after}"}}"#),
-    );
+    send_text(&mcp, &group, &after);
     for peer in [&ivan, &judy] {
-        wait_peer_message(&fw, peer, "the next group message at every member", |m| {
-            m.get("text").str().as_deref() == Some(after.as_str())
-        });
+        wait_peer_message(
+            &fw,
+            peer,
+            "the next group message at every member",
+            has_text(&after),
+        );
     }
     assert!(
-        !peer_inbox(&fw, &judy)
-            .iter()
-            .any(|m| m.get("text").str().as_deref() == Some(before.as_str())),
+        !peer_inbox(&fw, &judy).iter().any(has_text(&before)),
         "judy was not a member for the first message"
     );
     admin_bot.abort();
@@ -777,13 +767,8 @@ fn a_group_send_after_removal_is_refused_clearly_after_one_refresh() {
     let lena = create_peer(&fw, "lena");
     let group = create_group(&fw, "Removal", &[&admin_jid, &own, &lena.jid]);
     let first = unique("member");
-    mcp.json(
-        "send_message",
-        &format!(r#"{{"recipient_jid":"{group}","message":"{first}"}}"#),
-    );
-    wait_peer_message(&fw, &lena, "the message while a member", |m| {
-        m.get("text").str().as_deref() == Some(first.as_str())
-    });
+    send_text(&mcp, &group, &first);
+    wait_peer_message(&fw, &lena, "the message while a member", has_text(&first));
 
     let group_jid: whatsapp_rust::Jid = group.parse().unwrap();
     let own_jid: whatsapp_rust::Jid = own.parse().unwrap();
@@ -806,9 +791,7 @@ fn a_group_send_after_removal_is_refused_clearly_after_one_refresh() {
         "the refusal says why: {text}"
     );
     assert!(
-        !peer_inbox(&fw, &lena)
-            .iter()
-            .any(|m| m.get("text").str().as_deref() == Some(refused.as_str())),
+        !peer_inbox(&fw, &lena).iter().any(has_text(&refused)),
         "nothing reached the group"
     );
     // The refusal came after the one refresh-and-retry.
@@ -845,14 +828,11 @@ fn latency_figures() {
     for i in 0..30 {
         let text = unique(&format!("lat-out-{i}"));
         let start = std::time::Instant::now();
-        mcp.json(
-            "send_message",
-            &format!(r#"{{"recipient_jid":"{}","message":"{text}"}}"#, peer.jid),
-        );
+        send_text(&mcp, &peer.jid, &text);
         wait_for("at the peer", Duration::from_secs(30), || {
             peer_inbox(&fw, &peer)
                 .iter()
-                .any(|m| m.get("text").str().as_deref() == Some(text.as_str()))
+                .any(has_text(&text))
                 .then_some(())
         });
         sends.push(start.elapsed().as_secs_f64() * 1000.0);
@@ -917,13 +897,13 @@ fn lid_addressed_messages_merge_with_the_phone_chat_both_ways() {
 
     // We write to the peer's LID: it arrives, and it is listed in the same chat.
     let out = unique("to-lid");
-    mcp.json(
-        "send_message",
-        &format!(r#"{{"recipient_jid":"{}","message":"{out}"}}"#, mia.lid),
+    send_text(&mcp, &mia.lid, &out);
+    wait_peer_message(
+        &fw,
+        &mia,
+        "our LID-addressed send at the peer",
+        has_text(&out),
     );
-    wait_peer_message(&fw, &mia, "our LID-addressed send at the peer", |m| {
-        m.get("text").str().as_deref() == Some(out.as_str())
-    });
     let listed = list_messages(&mcp, &mia.jid, 50);
     assert!(
         listed.iter().any(|m| body_is(m, &out)),
@@ -1049,17 +1029,7 @@ fn a_message_acknowledged_to_whatsapp_survives_a_kill_at_once() {
         "the delivery receipt at the peer",
         Duration::from_secs(30),
         || {
-            let (status, body) = control(
-                &fw,
-                "GET",
-                &format!("/control/peers/{}/inbox", quinn.number),
-                "",
-            );
-            assert_eq!(status, 200, "{body}");
-            let delivered = Json::parse(&body)
-                .unwrap()
-                .get("receipts")
-                .arr()
+            let delivered = peer_receipts(&fw, &quinn)
                 .iter()
                 .any(|r| r.get("id").str().as_deref() == Some(id.as_str()));
             if !delivered {
@@ -1111,10 +1081,7 @@ fn receipts_raise_the_status_of_our_messages_to_delivered_then_read() {
 
     // 1:1: sent (stored at once) → delivered (the peer's client acknowledges it) → read.
     let out = unique("receipt-dm");
-    let sent = mcp.json(
-        "send_message",
-        &format!(r#"{{"recipient_jid":"{}","message":"{out}"}}"#, kim.jid),
-    );
+    let sent = send_text(&mcp, &kim.jid, &out);
     let sent_id = sent.get("messageId").str().expect("messageId");
     let listed = list_messages(&mcp, &kim.jid, 100);
     let mine = listed
@@ -1131,9 +1098,7 @@ fn receipts_raise_the_status_of_our_messages_to_delivered_then_read() {
     wait_status(&mcp, &kim.jid, &sent_id, "our message delivered", |s| {
         s == "delivered" || s == "read"
     });
-    wait_peer_message(&fw, &kim, "our message at the peer", |m| {
-        m.get("text").str().as_deref() == Some(out.as_str())
-    });
+    wait_peer_message(&fw, &kim, "our message at the peer", has_text(&out));
     let wa = wa_id(&sent_id);
     peer_read(&fw, &kim, &[&wa]);
     wait_status(&mcp, &kim.jid, &sent_id, "our message read", |s| {
@@ -1158,10 +1123,7 @@ fn receipts_raise_the_status_of_our_messages_to_delivered_then_read() {
     // Group: any member's receipt counts.
     let group = create_group(&fw, "Receipts", &[&own, &kim.jid, &leo.jid]);
     let to_group = unique("receipt-group");
-    let sent = mcp.json(
-        "send_message",
-        &format!(r#"{{"recipient_jid":"{group}","message":"{to_group}"}}"#),
-    );
+    let sent = send_text(&mcp, &group, &to_group);
     let group_id = sent.get("messageId").str().expect("messageId");
     wait_status(
         &mcp,
@@ -1170,9 +1132,12 @@ fn receipts_raise_the_status_of_our_messages_to_delivered_then_read() {
         "our group message delivered",
         |s| s == "delivered" || s == "read",
     );
-    wait_peer_message(&fw, &leo, "our group message at a member", |m| {
-        m.get("text").str().as_deref() == Some(to_group.as_str())
-    });
+    wait_peer_message(
+        &fw,
+        &leo,
+        "our group message at a member",
+        has_text(&to_group),
+    );
     let wa = wa_id(&group_id);
     peer_read(&fw, &leo, &[&wa]);
     wait_status(&mcp, &group, &group_id, "our group message read", |s| {

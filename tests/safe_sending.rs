@@ -11,7 +11,7 @@
 mod common;
 
 use common::serde_like::Json;
-use common::{ACCEPT_BOTH, JSON_CT, Server};
+use common::{ACCEPT_BOTH, Conn, JSON_CT, Resp, Server};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -27,6 +27,8 @@ fn call(id: u64, name: &str, args: &str) -> String {
 struct Mcp {
     server: Server,
     session: String,
+    /// The `Authorization` header's value.
+    auth: String,
 }
 
 impl Mcp {
@@ -36,24 +38,41 @@ impl Mcp {
         let server = Server::start(&all);
         let auth = format!("Bearer {TOKEN}");
         let session = server.initialize(&[("Authorization", auth.as_str())], "2025-11-25");
-        Mcp { server, session }
+        Mcp {
+            server,
+            session,
+            auth,
+        }
+    }
+
+    /// The headers of a request on the session.
+    fn headers(&self) -> [(&str, &str); 4] {
+        [
+            ACCEPT_BOTH,
+            JSON_CT,
+            ("MCP-Session-Id", self.session.as_str()),
+            ("Authorization", self.auth.as_str()),
+        ]
+    }
+
+    /// `POST /mcp` on the session, whatever the answer.
+    fn request(&self, body: &str) -> Resp {
+        self.server
+            .request("POST", "/mcp", &self.headers(), body.as_bytes())
     }
 
     fn post(&self, body: &str) -> Json {
-        let auth = format!("Bearer {TOKEN}");
-        let r = self.server.request(
-            "POST",
-            "/mcp",
-            &[
-                ACCEPT_BOTH,
-                JSON_CT,
-                ("MCP-Session-Id", self.session.as_str()),
-                ("Authorization", auth.as_str()),
-            ],
-            body.as_bytes(),
-        );
+        let r = self.request(body);
         assert_eq!(r.status, 200, "{}", r.text());
         r.json()
+    }
+
+    /// Writes `POST /mcp` on the session on a fresh connection and leaves the answer (an SSE
+    /// stream, with a progress token) to be read from it.
+    fn open_stream(&self, body: &str) -> Conn {
+        let mut conn = self.server.conn();
+        conn.write_request("POST", "/mcp", &self.headers(), body.as_bytes());
+        conn
     }
 
     /// Calls a tool; returns (isError, text).
@@ -78,11 +97,10 @@ impl Mcp {
 
     /// The send log, newest first.
     fn send_log(&self) -> Vec<Json> {
-        let auth = format!("Bearer {TOKEN}");
         let r = self.server.request(
             "GET",
             "/api/send-log?limit=50",
-            &[("Authorization", auth.as_str())],
+            &[("Authorization", self.auth.as_str())],
             b"",
         );
         assert_eq!(r.status, 200, "{}", r.text());
@@ -204,21 +222,18 @@ fn the_send_log_needs_the_token_and_a_sane_limit() {
     let m = Mcp::start(&[]);
     let r = m.server.request("GET", "/api/send-log", &[], b"");
     assert_eq!(r.status, 401);
-    let auth = format!("Bearer {TOKEN}");
+    let auth = m.auth.as_str();
     let r = m.server.request(
         "GET",
         "/api/send-log?limit=0",
-        &[("Authorization", auth.as_str())],
+        &[("Authorization", auth)],
         b"",
     );
     assert_eq!(r.status, 400);
     assert!(r.text().contains("limit"), "{}", r.text());
-    let r = m.server.request(
-        "GET",
-        "/api/send-log",
-        &[("Authorization", auth.as_str())],
-        b"",
-    );
+    let r = m
+        .server
+        .request("GET", "/api/send-log", &[("Authorization", auth)], b"");
     assert_eq!(r.status, 200);
     assert!(r.json().get("entries").arr().is_empty());
 }
@@ -248,20 +263,8 @@ fn wait_for_messages_times_out_with_no_messages_and_a_cursor() {
 fn a_cancelled_wait_stops_without_an_answer() {
     let m = Mcp::start(&[]);
     // With a progress token the answer is an SSE stream; read it on another thread.
-    let mut conn = m.server.conn();
-    let auth = format!("Bearer {TOKEN}");
     let body = r#"{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"wait_for_messages","arguments":{"timeout_secs":55},"_meta":{"progressToken":"w1"}}}"#;
-    conn.write_request(
-        "POST",
-        "/mcp",
-        &[
-            ACCEPT_BOTH,
-            JSON_CT,
-            ("MCP-Session-Id", m.session.as_str()),
-            ("Authorization", auth.as_str()),
-        ],
-        body.as_bytes(),
-    );
+    let mut conn = m.open_stream(body);
     let (status, _) = conn.read_head().expect("a response head");
     assert_eq!(status, 200);
     let (tx, rx) = mpsc::channel();
@@ -278,17 +281,7 @@ fn a_cancelled_wait_stops_without_an_answer() {
         "the cancelled stream to end",
         Duration::from_secs(30),
         || {
-            let r = m.server.request(
-                "POST",
-                "/mcp",
-                &[
-                    ACCEPT_BOTH,
-                    JSON_CT,
-                    ("MCP-Session-Id", m.session.as_str()),
-                    ("Authorization", auth.as_str()),
-                ],
-                cancel.as_bytes(),
-            );
+            let r = m.request(cancel);
             assert_eq!(r.status, 202);
             rx.recv_timeout(Duration::from_millis(200)).ok()
         },
@@ -305,20 +298,8 @@ fn a_cancelled_wait_stops_without_an_answer() {
 #[test]
 fn a_wait_with_a_progress_token_streams_progress_every_ten_seconds() {
     let m = Mcp::start(&[]);
-    let mut conn = m.server.conn();
-    let auth = format!("Bearer {TOKEN}");
     let body = r#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"wait_for_messages","arguments":{"timeout_secs":11},"_meta":{"progressToken":"p-wait"}}}"#;
-    conn.write_request(
-        "POST",
-        "/mcp",
-        &[
-            ACCEPT_BOTH,
-            JSON_CT,
-            ("MCP-Session-Id", m.session.as_str()),
-            ("Authorization", auth.as_str()),
-        ],
-        body.as_bytes(),
-    );
+    let mut conn = m.open_stream(body);
     let (status, headers) = conn.read_head().expect("a response head");
     assert_eq!(status, 200);
     assert!(

@@ -111,14 +111,18 @@ fn new_chat(chat_jid: &str) -> ChatRow {
     }
 }
 
-/// The doc of a stored message, if any.
-pub fn find_doc(txn: &WriteTransaction, chat_jid: &str, id: &str) -> Result<Option<Doc>> {
+/// The number `chat_jid` is stored under, if it is stored.
+fn chat_no(txn: &WriteTransaction, chat_jid: &str) -> Result<Option<u32>> {
     let numbers = txn.open_table(CHAT_NUMBERS).ctx("opening chat_numbers")?;
-    let Some(no) = numbers
+    Ok(numbers
         .get(chat_jid)
         .ctx("reading chat_numbers")?
-        .map(|n| n.value())
-    else {
+        .map(|n| n.value()))
+}
+
+/// The doc of a stored message, if any.
+pub fn find_doc(txn: &WriteTransaction, chat_jid: &str, id: &str) -> Result<Option<Doc>> {
+    let Some(no) = chat_no(txn, chat_jid)? else {
         return Ok(None);
     };
     let ids = txn.open_table(MESSAGE_IDS).ctx("opening message_ids")?;
@@ -214,12 +218,7 @@ pub fn delete_message(txn: &WriteTransaction, chat_jid: &str, id: &str) -> Resul
 }
 
 fn newest_doc(txn: &WriteTransaction, chat_jid: &str) -> Result<Option<Doc>> {
-    let numbers = txn.open_table(CHAT_NUMBERS).ctx("opening chat_numbers")?;
-    let Some(no) = numbers
-        .get(chat_jid)
-        .ctx("reading chat_numbers")?
-        .map(|n| n.value())
-    else {
+    let Some(no) = chat_no(txn, chat_jid)? else {
         return Ok(None);
     };
     let timeline = txn.open_table(CHAT_TIMELINE).ctx("opening chat_timeline")?;
@@ -371,12 +370,7 @@ pub fn mark_chat_read(txn: &WriteTransaction, chat_jid: &str) -> Result<Vec<Stri
         return Ok(Vec::new());
     };
     let mut ids = Vec::new();
-    let numbers = txn.open_table(CHAT_NUMBERS).ctx("opening chat_numbers")?;
-    if let Some(no) = numbers
-        .get(chat_jid)
-        .ctx("reading chat_numbers")?
-        .map(|n| n.value())
-    {
+    if let Some(no) = chat_no(txn, chat_jid)? {
         let timeline = txn.open_table(CHAT_TIMELINE).ctx("opening chat_timeline")?;
         let messages = txn.open_table(MESSAGES).ctx("opening messages")?;
         for entry in timeline
@@ -402,12 +396,7 @@ pub fn mark_chat_read(txn: &WriteTransaction, chat_jid: &str) -> Result<Vec<Stri
 /// Deletes every message of a chat, keeping the chat ("clear chat").
 pub fn clear_chat(txn: &WriteTransaction, chat_jid: &str) -> Result<u64> {
     let docs: Vec<Doc> = {
-        let numbers = txn.open_table(CHAT_NUMBERS).ctx("opening chat_numbers")?;
-        let Some(no) = numbers
-            .get(chat_jid)
-            .ctx("reading chat_numbers")?
-            .map(|n| n.value())
-        else {
+        let Some(no) = chat_no(txn, chat_jid)? else {
             return Ok(0);
         };
         let timeline = txn.open_table(CHAT_TIMELINE).ctx("opening chat_timeline")?;
@@ -869,12 +858,7 @@ pub fn apply_receipt(
     state: Delivery,
 ) -> Result<ReceiptApplied> {
     let mut out = ReceiptApplied::default();
-    let numbers = txn.open_table(CHAT_NUMBERS).ctx("opening chat_numbers")?;
-    let Some(no) = numbers
-        .get(chat_jid)
-        .ctx("reading chat_numbers")?
-        .map(|n| n.value())
-    else {
+    let Some(no) = chat_no(txn, chat_jid)? else {
         return Ok(out);
     };
     let message_ids = txn.open_table(MESSAGE_IDS).ctx("opening message_ids")?;

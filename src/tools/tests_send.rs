@@ -162,6 +162,14 @@ fn env(store: &Store, policy: SendPolicy) -> ToolEnv {
     }
 }
 
+/// The default policy without the duplicate-send window.
+fn no_dedup() -> SendPolicy {
+    SendPolicy {
+        dedup_window_ms: 0,
+        ..SendPolicy::default()
+    }
+}
+
 fn resolve(store: &Store, raw: &str) -> Result<Recipient, String> {
     let raw = raw.to_string();
     store
@@ -336,13 +344,7 @@ fn a_send_answers_with_the_original_keys_and_the_window_deduplicates() {
 #[test]
 fn a_zero_window_sends_every_time() {
     let store = seeded();
-    let env = env(
-        &store,
-        SendPolicy {
-            dedup_window_ms: 0,
-            ..SendPolicy::default()
-        },
-    );
+    let env = env(&store, no_dedup());
     let wire = FakeWire::default();
     for _ in 0..3 {
         let a = answer(&send(&env, &wire, req(BOB, "same", None)));
@@ -354,13 +356,7 @@ fn a_zero_window_sends_every_time() {
 #[test]
 fn an_idempotency_key_replays_and_refuses_other_parameters() {
     let store = seeded();
-    let env = env(
-        &store,
-        SendPolicy {
-            dedup_window_ms: 0,
-            ..SendPolicy::default()
-        },
-    );
+    let env = env(&store, no_dedup());
     let wire = FakeWire::default();
     let first = answer(&send(&env, &wire, req(BOB, "once", Some("k1"))));
     assert_eq!(json::get_str(&first, "idempotencyKey"), Some("k1"));

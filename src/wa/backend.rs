@@ -252,31 +252,20 @@ impl RedbBackend {
     /// Commits a batch of decrypted inbound messages to `wa_inbox` in one transaction; returns
     /// once the commit is durable. Idempotent: a redelivered message overwrites its own row.
     pub async fn commit_inbox(&self, rows: Vec<InboxRow>) -> WaResult<()> {
-        let now = now_secs();
-        let rows: Vec<(InboxRow, Vec<u8>)> = rows
-            .into_iter()
-            .map(|r| {
-                let v = r.encode(now);
-                (r, v)
-            })
-            .collect();
-        self.write("commit_inbox", move |txn| {
-            let mut t = txn.open_table(INBOX).ctx("opening wa_inbox")?;
-            for (r, value) in &rows {
-                t.insert(
-                    (r.chat.as_str(), r.sender.as_str(), r.id.as_str()),
-                    value.as_slice(),
-                )
-                .ctx("writing an inbox message")?;
-            }
-            Ok(())
-        })
-        .await
+        self.write_inbox("commit_inbox", rows, |_| Ok(())).await
     }
 
     /// Commits a batch to `wa_inbox` and runs `also` in the same transaction (ingest writes the
     /// same messages into the app's tables), so both are durable together on return.
     pub async fn commit_inbox_with<F>(&self, rows: Vec<InboxRow>, also: F) -> WaResult<()>
+    where
+        F: Fn(&WriteTransaction) -> AppResult<()> + Send + 'static,
+    {
+        self.write_inbox("commit_inbox_with", rows, also).await
+    }
+
+    /// The one write behind `commit_inbox` and `commit_inbox_with`, named `what` in errors.
+    async fn write_inbox<F>(&self, what: &'static str, rows: Vec<InboxRow>, also: F) -> WaResult<()>
     where
         F: Fn(&WriteTransaction) -> AppResult<()> + Send + 'static,
     {
@@ -288,7 +277,7 @@ impl RedbBackend {
                 (r, v)
             })
             .collect();
-        self.write("commit_inbox_with", move |txn| {
+        self.write(what, move |txn| {
             {
                 let mut t = txn.open_table(INBOX).ctx("opening wa_inbox")?;
                 for (r, value) in &rows {

@@ -912,6 +912,17 @@ fn http_client(config: &EngineConfig) -> Result<WaHttpClient, String> {
 mod tests {
     use super::*;
 
+    /// A config whose WebSocket URL nothing answers (port 9, discard).
+    fn unreachable_config() -> EngineConfig {
+        EngineConfig {
+            ws_url: Some("ws://127.0.0.1:9/ws/chat".into()),
+            proxy: None,
+            extra_ca: None,
+            version: None,
+            push_name: "test".into(),
+        }
+    }
+
     #[test]
     fn state_names() {
         let all = [
@@ -1018,15 +1029,8 @@ mod tests {
     #[test]
     fn inbox_rows_missing_from_the_app_tables_are_written_once_at_start() {
         use whatsapp_rust::waproto::whatsapp as wa;
-        let config = EngineConfig {
-            ws_url: Some("ws://127.0.0.1:9/ws/chat".into()),
-            proxy: None,
-            extra_ca: None,
-            version: None,
-            push_name: "test".into(),
-        };
         let store = Store::open_in_memory().unwrap();
-        let engine = Engine::new(store.clone(), config).unwrap();
+        let engine = Engine::new(store.clone(), unreachable_config()).unwrap();
         let mut message = Vec::new();
         whatsapp_rust::waproto::codec::message_encode_into(
             &wa::Message {
@@ -1122,14 +1126,7 @@ mod tests {
     #[test]
     fn subscribe_streams_events_and_state_changes_in_order() {
         use whatsapp_rust::types::events::Connected;
-        let config = EngineConfig {
-            ws_url: Some("ws://127.0.0.1:9/ws/chat".into()),
-            proxy: None,
-            extra_ca: None,
-            version: None,
-            push_name: "test".into(),
-        };
-        let engine = Engine::new(Store::open_in_memory().unwrap(), config).unwrap();
+        let engine = Engine::new(Store::open_in_memory().unwrap(), unreachable_config()).unwrap();
         // No subscriber: nothing is built or kept.
         engine.update(|s| s.snap.state = EngineState::Connecting);
         let rx = engine.subscribe();

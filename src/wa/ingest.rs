@@ -541,7 +541,7 @@ pub fn conversation_effects(
 
 /// How many messages a history sync writes per transaction (bounds the memory a large sync
 /// needs: the compressed blob, one decoded conversation and one chunk of writes).
-pub const HISTORY_CHUNK: usize = 20_000;
+pub const HISTORY_CHUNK: usize = 5_000;
 
 /// Streams a history sync blob into `sink` in chunks of about [`HISTORY_CHUNK`] messages:
 /// first its mappings and push names (so later chunks canonicalize with them), then its
@@ -1020,37 +1020,26 @@ fn messages_event(engine: &Engine, batch: &MessageBatch) -> Option<Vec<Effect>> 
 
 /// The name and chat of an app-state chat action (for the log).
 fn chat_action(ev: &Event) -> Option<(&'static str, String)> {
+    let either = |on: bool, yes, no| if on { yes } else { no };
     Some(match ev {
         Event::ArchiveUpdate(a) => (
-            if a.action.archived.unwrap_or(false) {
-                "archived"
-            } else {
-                "unarchived"
-            },
+            either(a.action.archived.unwrap_or(false), "archived", "unarchived"),
             a.jid.to_non_ad_string(),
         ),
         Event::PinUpdate(p) => (
-            if p.action.pinned.unwrap_or(false) {
-                "pinned"
-            } else {
-                "unpinned"
-            },
+            either(p.action.pinned.unwrap_or(false), "pinned", "unpinned"),
             p.jid.to_non_ad_string(),
         ),
         Event::MuteUpdate(m) => (
-            if m.action.muted.unwrap_or(false) {
-                "muted"
-            } else {
-                "unmuted"
-            },
+            either(m.action.muted.unwrap_or(false), "muted", "unmuted"),
             m.jid.to_non_ad_string(),
         ),
         Event::MarkChatAsReadUpdate(m) => (
-            if m.action.read.unwrap_or(true) {
-                "marked read"
-            } else {
-                "marked unread"
-            },
+            either(
+                m.action.read.unwrap_or(true),
+                "marked read",
+                "marked unread",
+            ),
             m.jid.to_non_ad_string(),
         ),
         Event::DeleteChatUpdate(d) => ("deleted", d.jid.to_non_ad_string()),

@@ -399,6 +399,16 @@ pub fn peer_send(fw: &FakeWa, peer: &Peer, body: &str) -> String {
 
 /// The messages a peer has received (`GET /control/peers/:number/inbox`).
 pub fn peer_inbox(fw: &FakeWa, peer: &Peer) -> Vec<Json> {
+    peer_inbox_answer(fw, peer).get("messages").arr()
+}
+
+/// The receipts the peer got for its own messages (`receipts` in its inbox).
+pub fn peer_receipts(fw: &FakeWa, peer: &Peer) -> Vec<Json> {
+    peer_inbox_answer(fw, peer).get("receipts").arr()
+}
+
+/// `GET /control/peers/:number/inbox`, parsed.
+fn peer_inbox_answer(fw: &FakeWa, peer: &Peer) -> Json {
     let (status, body) = control(
         fw,
         "GET",
@@ -406,10 +416,7 @@ pub fn peer_inbox(fw: &FakeWa, peer: &Peer) -> Vec<Json> {
         "",
     );
     assert_eq!(status, 200, "peer inbox: {body}");
-    Json::parse(&body)
-        .expect("inbox JSON")
-        .get("messages")
-        .arr()
+    Json::parse(&body).expect("inbox JSON")
 }
 
 /// Waits until the peer's inbox holds a message `ok` accepts; returns it.

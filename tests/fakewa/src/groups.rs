@@ -251,13 +251,7 @@ pub fn route_group_message(
         }
     }
     let shared: Vec<Node> = node.get_children_by_tag("enc").cloned().collect();
-    let extra: Vec<Node> = node
-        .children()
-        .unwrap_or_default()
-        .iter()
-        .filter(|c| c.tag != "participants" && c.tag != "enc")
-        .cloned()
-        .collect();
+    let extra = crate::route::passed_on_children(node);
     let sender = &g.accounts[sa];
     let mut attrs: Vec<(&'static str, String)> = crate::route::copy_attrs(
         node,

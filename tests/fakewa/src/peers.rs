@@ -582,47 +582,36 @@ impl Peers {
                 .map_err(|e| failed(&e))?;
             return Ok(json!({ "id": id, "revoked": true }));
         }
-        if let Some(message) = media {
-            let sent = client
-                .send_message(to.clone(), message.clone())
-                .await
-                .map_err(|e| failed(&e))?;
-            let own = peer.jid.parse::<Jid>().unwrap_or_else(|_| to.clone());
-            peer.log().known.insert(
-                sent.message_id.clone(),
-                Known {
-                    chat: to,
-                    sender: own,
-                    from_me: true,
-                    message,
-                },
-            );
-            return Ok(json!({ "id": sent.message_id }));
-        }
-        let text = text.ok_or_else(|| {
-            err(
-                400,
-                "expected one of \"text\" (with \"reply_to\"?), \"reaction\", \"edit\", \"revoke\", \"media\"",
-            )
-        })?;
-        let message = match body.get("reply_to").and_then(Value::as_str) {
-            Some(reply_to) => {
-                let quoted = lookup(reply_to).ok_or_else(|| {
+        let message = match media {
+            Some(message) => message,
+            None => {
+                let text = text.ok_or_else(|| {
                     err(
-                        404,
-                        format!("the peer knows no message {reply_to:?} to quote"),
+                        400,
+                        "expected one of \"text\" (with \"reply_to\"?), \"reaction\", \"edit\", \"revoke\", \"media\"",
                     )
                 })?;
-                let context = whatsapp_rust::wacore::proto_helpers::build_quote_context_with_info(
-                    reply_to,
-                    &quoted.sender,
-                    &quoted.chat,
-                    &to,
-                    &quoted.message,
-                );
-                wa::Message::text_with_context(text, context)
+                match body.get("reply_to").and_then(Value::as_str) {
+                    Some(reply_to) => {
+                        let quoted = lookup(reply_to).ok_or_else(|| {
+                            err(
+                                404,
+                                format!("the peer knows no message {reply_to:?} to quote"),
+                            )
+                        })?;
+                        let context =
+                            whatsapp_rust::wacore::proto_helpers::build_quote_context_with_info(
+                                reply_to,
+                                &quoted.sender,
+                                &quoted.chat,
+                                &to,
+                                &quoted.message,
+                            );
+                        wa::Message::text_with_context(text, context)
+                    }
+                    None => wa::Message::text(text),
+                }
             }
-            None => wa::Message::text(text),
         };
         let sent = client
             .send_message(to.clone(), message.clone())
@@ -713,6 +702,24 @@ fn profile_pic(state: &State, body: &Value) -> Result<Value, ControlError> {
     Ok(json!({ "id": id.to_string() }))
 }
 
+/// A `$message` (one of the media messages) in a `MessageField`, carrying the fields every
+/// uploaded media message takes from the upload `$up`, then the kind's own fields.
+macro_rules! uploaded {
+    ($($message:ident)::+, $up:ident, $($field:ident $(: $value:expr)?),* $(,)?) => {
+        buffa::MessageField::some($($message)::+ {
+            url: Some($up.url),
+            direct_path: Some($up.direct_path),
+            media_key: Some($up.media_key.to_vec()),
+            file_enc_sha256: Some($up.file_enc_sha256.to_vec()),
+            file_sha256: Some($up.file_sha256.to_vec()),
+            file_length: Some($up.file_length),
+            media_key_timestamp: Some($up.media_key_timestamp),
+            $($field $(: $value)?,)*
+            ..Default::default()
+        })
+    };
+}
+
 /// Uploads `media` (`{kind, data_base64, mimetype?, caption?, file_name?}`) through the
 /// peer's client and builds the message that carries it.
 async fn upload_media(
@@ -756,75 +763,36 @@ async fn upload_media(
     let mut message = wa::Message::default();
     match kind {
         "image" => {
-            message.image_message = buffa::MessageField::some(wa::message::ImageMessage {
-                url: Some(up.url),
-                direct_path: Some(up.direct_path),
-                media_key: Some(up.media_key.to_vec()),
-                file_enc_sha256: Some(up.file_enc_sha256.to_vec()),
-                file_sha256: Some(up.file_sha256.to_vec()),
-                file_length: Some(up.file_length),
-                media_key_timestamp: Some(up.media_key_timestamp),
-                mimetype,
-                caption,
-                ..Default::default()
-            })
+            message.image_message = uploaded!(wa::message::ImageMessage, up, mimetype, caption);
         }
         "video" => {
-            message.video_message = buffa::MessageField::some(wa::message::VideoMessage {
-                url: Some(up.url),
-                direct_path: Some(up.direct_path),
-                media_key: Some(up.media_key.to_vec()),
-                file_enc_sha256: Some(up.file_enc_sha256.to_vec()),
-                file_sha256: Some(up.file_sha256.to_vec()),
-                file_length: Some(up.file_length),
-                media_key_timestamp: Some(up.media_key_timestamp),
+            message.video_message = uploaded!(
+                wa::message::VideoMessage,
+                up,
                 streaming_sidecar: up.streaming_sidecar,
                 mimetype,
                 caption,
-                ..Default::default()
-            })
+            );
         }
         "audio" => {
-            message.audio_message = buffa::MessageField::some(wa::message::AudioMessage {
-                url: Some(up.url),
-                direct_path: Some(up.direct_path),
-                media_key: Some(up.media_key.to_vec()),
-                file_enc_sha256: Some(up.file_enc_sha256.to_vec()),
-                file_sha256: Some(up.file_sha256.to_vec()),
-                file_length: Some(up.file_length),
-                media_key_timestamp: Some(up.media_key_timestamp),
+            message.audio_message = uploaded!(
+                wa::message::AudioMessage,
+                up,
                 streaming_sidecar: up.streaming_sidecar,
                 mimetype,
-                ..Default::default()
-            })
+            );
         }
         "document" => {
-            message.document_message = buffa::MessageField::some(wa::message::DocumentMessage {
-                url: Some(up.url),
-                direct_path: Some(up.direct_path),
-                media_key: Some(up.media_key.to_vec()),
-                file_enc_sha256: Some(up.file_enc_sha256.to_vec()),
-                file_sha256: Some(up.file_sha256.to_vec()),
-                file_length: Some(up.file_length),
-                media_key_timestamp: Some(up.media_key_timestamp),
+            message.document_message = uploaded!(
+                wa::message::DocumentMessage,
+                up,
                 file_name: field("file_name"),
                 mimetype,
                 caption,
-                ..Default::default()
-            })
+            );
         }
         _ => {
-            message.sticker_message = buffa::MessageField::some(wa::message::StickerMessage {
-                url: Some(up.url),
-                direct_path: Some(up.direct_path),
-                media_key: Some(up.media_key.to_vec()),
-                file_enc_sha256: Some(up.file_enc_sha256.to_vec()),
-                file_sha256: Some(up.file_sha256.to_vec()),
-                file_length: Some(up.file_length),
-                media_key_timestamp: Some(up.media_key_timestamp),
-                mimetype,
-                ..Default::default()
-            })
+            message.sticker_message = uploaded!(wa::message::StickerMessage, up, mimetype);
         }
     }
     Ok(message)

@@ -7,12 +7,12 @@ use wacore_binary::Node;
 use wacore_binary::builder::NodeBuilder;
 
 use crate::route::{Addr, attr, deliver, resolve};
-use crate::state::{State, now_secs};
+use crate::state::State;
 
 /// Below this many one-time prekeys the device is told to upload more.
 const LOW_PREKEYS: usize = 5;
 
-fn be3(v: u32) -> Vec<u8> {
+pub(crate) fn be3(v: u32) -> Vec<u8> {
     v.to_be_bytes()[1..].to_vec()
 }
 
@@ -24,6 +24,24 @@ fn skey(id: u32, value: Vec<u8>, signature: Vec<u8>) -> Node {
             NodeBuilder::new("signature").bytes(signature).build(),
         ])
         .build()
+}
+
+/// The key children a bundle starts with: `<registration>`, `<type>` (5), `<identity>` and
+/// `<skey>` (id, public key, signature). A prekey fetch's `<user>` and the `<digest>` answer
+/// both carry them.
+pub(crate) fn bundle_keys(
+    registration_id: u32,
+    identity: Vec<u8>,
+    (skey_id, skey_pub, skey_sig): (u32, Vec<u8>, Vec<u8>),
+) -> Vec<Node> {
+    vec![
+        NodeBuilder::new("registration")
+            .bytes(registration_id.to_be_bytes().to_vec())
+            .build(),
+        NodeBuilder::new("type").bytes(vec![5u8]).build(),
+        NodeBuilder::new("identity").bytes(identity).build(),
+        skey(skey_id, skey_pub, skey_sig),
+    ]
 }
 
 impl State {
@@ -63,20 +81,15 @@ impl State {
             for (jid, device) in devices {
                 let a = &mut g.accounts[account];
                 if device == 0 {
-                    let (id, value, sig) = a.phone_signed_prekey.clone();
+                    let phone_keys = bundle_keys(
+                        1,
+                        a.phone_identity.public_key.public_key_bytes().to_vec(),
+                        a.phone_signed_prekey.clone(),
+                    );
                     users.push(
                         NodeBuilder::new("user")
                             .attr("jid", jid)
-                            .children([
-                                NodeBuilder::new("registration")
-                                    .bytes(1u32.to_be_bytes().to_vec())
-                                    .build(),
-                                NodeBuilder::new("type").bytes(vec![5u8]).build(),
-                                NodeBuilder::new("identity")
-                                    .bytes(a.phone_identity.public_key.public_key_bytes().to_vec())
-                                    .build(),
-                                skey(id, value, sig),
-                            ])
+                            .children(phone_keys)
                             .build(),
                     );
                     continue;
@@ -85,7 +98,7 @@ impl State {
                     users.push(error_user(&jid, 404));
                     continue;
                 };
-                let Some((skey_id, skey_pub, skey_sig)) = keys.signed_prekey.clone() else {
+                let Some(signed_prekey) = keys.signed_prekey.clone() else {
                     users.push(error_user(&jid, 404));
                     continue;
                 };
@@ -93,16 +106,8 @@ impl State {
                 if keys.prekeys.len() < LOW_PREKEYS {
                     low.push((account, device, keys.prekeys.len()));
                 }
-                let mut children = vec![
-                    NodeBuilder::new("registration")
-                        .bytes(keys.registration_id.to_be_bytes().to_vec())
-                        .build(),
-                    NodeBuilder::new("type").bytes(vec![5u8]).build(),
-                    NodeBuilder::new("identity")
-                        .bytes(keys.identity.clone())
-                        .build(),
-                    skey(skey_id, skey_pub, skey_sig),
-                ];
+                let mut children =
+                    bundle_keys(keys.registration_id, keys.identity.clone(), signed_prekey);
                 if let Some((id, value)) = one_time {
                     children.push(
                         NodeBuilder::new("key")
@@ -122,14 +127,7 @@ impl State {
             }
         }
         for (account, device, left) in low {
-            let id = State::next_id(&mut g, "pk");
-            let note = NodeBuilder::new("notification")
-                .attrs([
-                    ("from", "s.whatsapp.net".to_string()),
-                    ("type", "encrypt".to_string()),
-                    ("id", id),
-                    ("t", now_secs().to_string()),
-                ])
+            let note = State::server_notification(&mut g, "encrypt", "pk")
                 .children([NodeBuilder::new("count")
                     .attr("value", left.to_string())
                     .build()])

@@ -393,19 +393,24 @@ fn first_contact_refused(g: &Inner, sender: usize, recipient: usize, node: &Node
     !(has("tctoken") || (has("cstoken") && !cs_disabled))
 }
 
+/// A message's children other than `<participants>` and `<enc>` (those are addressed per
+/// device): they go to every recipient as they are.
+pub fn passed_on_children(node: &Node) -> Vec<Node> {
+    node.children()
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c.tag != "participants" && c.tag != "enc")
+        .cloned()
+        .collect()
+}
+
 /// A 1:1 (or own-device, or peer) message: each `<participants><to jid>` gets its own
 /// `<enc>`; a bare `<enc>` goes to the device `to` names (a user JID: its primary).
 fn route_dm(g: &mut Inner, sa: usize, sd: u32, to: &Addr, node: &Node) {
     if resolve(g, to).is_none() {
         return;
     }
-    let extra: Vec<Node> = node
-        .children()
-        .unwrap_or_default()
-        .iter()
-        .filter(|c| c.tag != "participants" && c.tag != "enc")
-        .cloned()
-        .collect();
+    let extra = passed_on_children(node);
     let mut targets: Vec<(Addr, Vec<Node>)> = Vec::new();
     if let Some(participants) = node.get_optional_child("participants") {
         for t in participants.get_children_by_tag("to") {

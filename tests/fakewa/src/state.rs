@@ -316,6 +316,18 @@ impl State {
         format!("{prefix}.{}", g.next_id)
     }
 
+    /// A `<notification from="s.whatsapp.net" type=kind id t=now>` from the server, its id the
+    /// next one with `id_prefix`; the caller adds the children.
+    pub(crate) fn server_notification(g: &mut Inner, kind: &str, id_prefix: &str) -> NodeBuilder {
+        let id = Self::next_id(g, id_prefix);
+        NodeBuilder::new("notification").attrs([
+            ("from", "s.whatsapp.net".to_string()),
+            ("type", kind.to_string()),
+            ("id", id),
+            ("t", now_secs().to_string()),
+        ])
+    }
+
     /// A registration (no username): picks the account by push name and returns the
     /// `<pair-device>` IQ with fresh refs.
     pub fn begin_pairing(&self, conn: u64, push_name: &str) -> Node {
@@ -588,14 +600,7 @@ impl State {
             flow.phone_ephemeral = Some(phone_ephemeral);
             flow.companion_ephemeral = Some(companion_ephemeral);
             flow.done = Some(done_tx);
-            let id = Self::next_id(&mut g, "ph");
-            let hello = NodeBuilder::new("notification")
-                .attrs([
-                    ("from", "s.whatsapp.net".to_string()),
-                    ("type", "link_code_companion_reg".to_string()),
-                    ("id", id),
-                    ("t", now_secs().to_string()),
-                ])
+            let hello = Self::server_notification(&mut g, "link_code_companion_reg", "ph")
                 .children([NodeBuilder::new("link_code_companion_reg")
                     .attr("stage", "primary_hello")
                     .children([
@@ -877,35 +882,22 @@ impl State {
         let pubs: Vec<&[u8]> = keys.prekeys.iter().map(|(_, v)| v.as_slice()).collect();
         let hash =
             wacore::prekeys::compute_key_bundle_digest(&keys.identity, &skey_pub, &skey_sig, &pubs);
-        let be3 = |v: u32| v.to_be_bytes()[1..].to_vec();
-        Some(
-            NodeBuilder::new("digest")
-                .children([
-                    NodeBuilder::new("registration")
-                        .bytes(keys.registration_id.to_be_bytes().to_vec())
-                        .build(),
-                    NodeBuilder::new("type").bytes(vec![5u8]).build(),
-                    NodeBuilder::new("identity")
-                        .bytes(keys.identity.clone())
-                        .build(),
-                    NodeBuilder::new("skey")
-                        .children([
-                            NodeBuilder::new("id").bytes(be3(skey_id)).build(),
-                            NodeBuilder::new("value").bytes(skey_pub).build(),
-                            NodeBuilder::new("signature").bytes(skey_sig).build(),
-                        ])
-                        .build(),
-                    NodeBuilder::new("list")
-                        .children(
-                            keys.prekeys
-                                .iter()
-                                .map(|(id, _)| NodeBuilder::new("id").bytes(be3(*id)).build()),
-                        )
-                        .build(),
-                    NodeBuilder::new("hash").bytes(hash).build(),
-                ])
+        let mut children = crate::prekeys::bundle_keys(
+            keys.registration_id,
+            keys.identity.clone(),
+            (skey_id, skey_pub, skey_sig),
+        );
+        children.push(
+            NodeBuilder::new("list")
+                .children(keys.prekeys.iter().map(|(id, _)| {
+                    NodeBuilder::new("id")
+                        .bytes(crate::prekeys::be3(*id))
+                        .build()
+                }))
                 .build(),
-        )
+        );
+        children.push(NodeBuilder::new("hash").bytes(hash).build());
+        Some(NodeBuilder::new("digest").children(children).build())
     }
 
     /// `<iq xmlns="usync" type="get">`: answers the `devices`, `lid` and `contact`
@@ -1254,14 +1246,7 @@ impl State {
                 .map(|(_, c)| c.tx.clone())
                 .collect();
             for tx in targets {
-                let id = Self::next_id(&mut g, "ss");
-                let notification = NodeBuilder::new("notification")
-                    .attrs([
-                        ("from", "s.whatsapp.net".to_string()),
-                        ("type", "server_sync".to_string()),
-                        ("id", id),
-                        ("t", now_secs().to_string()),
-                    ])
+                let notification = Self::server_notification(&mut g, "server_sync", "ss")
                     .children(changed.iter().map(|(name, version)| {
                         NodeBuilder::new("collection")
                             .attr("name", name.clone())

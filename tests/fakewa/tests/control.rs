@@ -233,23 +233,7 @@ fn restarted_client_logs_in_without_pairing() {
         let backend = std::sync::Arc::new(whatsapp_rust::wacore::store::InMemoryBackend::new());
         let (bot, events) =
             start_client_with(server.listen_addr, None, "heidi", backend.clone()).await;
-        let qr = wait_for(&events, 30, "PairingQrCode", |ev| match ev {
-            Event::PairingQrCode(q) => Some(q.code.clone()),
-            _ => None,
-        })
-        .await;
-        let (status, body) = http_async(
-            server.control_addr,
-            "POST",
-            "/control/scan",
-            &json!({ "qr": qr }).to_string(),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        wait_for(&events, 30, "Connected", |ev| {
-            matches!(ev, Event::Connected(_)).then_some(())
-        })
-        .await;
+        scan_until_connected(&server, &events).await;
         bot.shutdown().await;
 
         let (bot, events) = start_client_with(server.listen_addr, None, "heidi", backend).await;

@@ -12,20 +12,6 @@ use serde_json::json;
 use whatsapp_rust::Jid;
 use whatsapp_rust::features::{GroupCreateOptions, GroupParticipantOptions};
 use whatsapp_rust::types::events::Event;
-use whatsapp_rust::waproto::whatsapp as wa;
-
-fn text(t: &str) -> wa::Message {
-    wa::Message {
-        conversation: Some(t.to_string()),
-        ..Default::default()
-    }
-}
-
-fn account_jid(device_jid: &str) -> Jid {
-    let (user, server) = device_jid.split_once('@').unwrap();
-    let user = user.split(':').next().unwrap();
-    format!("{user}@{server}").parse().unwrap()
-}
 
 async fn wait_group_text(events: &async_channel::Receiver<Arc<Event>>, group: &Jid, want: &str) {
     wait_for(events, 30, want, |ev| {

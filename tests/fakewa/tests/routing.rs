@@ -7,26 +7,9 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use serde_json::json;
 use wacore::types::presence::ReceiptType;
-use whatsapp_rust::Jid;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::wacore::store::InMemoryBackend;
-use whatsapp_rust::waproto::whatsapp as wa;
-
-fn text(t: &str) -> wa::Message {
-    wa::Message {
-        conversation: Some(t.to_string()),
-        ..Default::default()
-    }
-}
-
-/// The account JID (`N@s.whatsapp.net`) of a device JID (`N:D@s.whatsapp.net`).
-fn account_jid(device_jid: &str) -> Jid {
-    let (user, server) = device_jid.split_once('@').unwrap();
-    let user = user.split(':').next().unwrap();
-    format!("{user}@{server}").parse().unwrap()
-}
 
 /// Waits for a decrypted text message; returns whether it came from the offline queue and
 /// the sender's push name.
@@ -109,27 +92,7 @@ fn offline_queue_delivered_in_order_on_login() {
         let backend = Arc::new(InMemoryBackend::new());
         let (bot_b, events_b) =
             start_client_with(server.listen_addr, None, "dave", backend.clone()).await;
-        let qr = wait_for(&events_b, 30, "PairingQrCode", |ev| match ev {
-            Event::PairingQrCode(q) => Some(q.code.clone()),
-            _ => None,
-        })
-        .await;
-        let (status, body) = http_async(
-            server.control_addr,
-            "POST",
-            "/control/scan",
-            &json!({ "qr": qr }).to_string(),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        let jid_b: String = serde_json::from_str::<serde_json::Value>(&body).unwrap()["jid"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        wait_for(&events_b, 30, "Connected", |ev| {
-            matches!(ev, Event::Connected(_)).then_some(())
-        })
-        .await;
+        let jid_b = scan_until_connected(&server, &events_b).await;
         bot_b.shutdown().await;
         wait_state(&server, 30, "B's connection gone", |st| {
             !st["connections"]

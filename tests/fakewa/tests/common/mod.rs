@@ -10,9 +10,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use whatsapp_rust::Jid;
 use whatsapp_rust::bot::BotHandle;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::wacore::store::InMemoryBackend;
+use whatsapp_rust::waproto::whatsapp as wa;
 
 /// A fakewa in this process on 127.0.0.1:0, in a fresh temporary directory.
 pub async fn start_fakewa(plain: bool) -> fakewa::Server {
@@ -162,7 +164,18 @@ pub async fn link_connected(
     String,
 ) {
     let (bot, events) = start_client(server, true, push_name).await;
-    let qr = wait_for(&events, 30, "PairingQrCode", |ev| match ev {
+    let jid = scan_until_connected(server, &events).await;
+    let client = bot.client();
+    (bot, client, events, jid)
+}
+
+/// Scans the QR code a fresh client shows on `events` through `/control/scan` and waits for
+/// it to be `Connected`; returns its device JID.
+pub async fn scan_until_connected(
+    server: &fakewa::Server,
+    events: &async_channel::Receiver<Arc<Event>>,
+) -> String {
+    let qr = wait_for(events, 30, "PairingQrCode", |ev| match ev {
         Event::PairingQrCode(q) => Some(q.code.clone()),
         _ => None,
     })
@@ -174,12 +187,26 @@ pub async fn link_connected(
         .as_str()
         .unwrap()
         .to_string();
-    wait_for(&events, 30, "Connected", |ev| {
+    wait_for(events, 30, "Connected", |ev| {
         matches!(ev, Event::Connected(_)).then_some(())
     })
     .await;
-    let client = bot.client();
-    (bot, client, events, jid)
+    jid
+}
+
+/// A text message.
+pub fn text(t: &str) -> wa::Message {
+    wa::Message {
+        conversation: Some(t.to_string()),
+        ..Default::default()
+    }
+}
+
+/// The account JID (`N@s.whatsapp.net`) of a device JID (`N:D@s.whatsapp.net`).
+pub fn account_jid(device_jid: &str) -> Jid {
+    let (user, server) = device_jid.split_once('@').unwrap();
+    let user = user.split(':').next().unwrap();
+    format!("{user}@{server}").parse().unwrap()
 }
 
 /// Polls `/control/state` until `check` accepts it.
