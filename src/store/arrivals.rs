@@ -104,6 +104,8 @@ pub fn arrived_since(
     let chat_jids = txn.open_table(CHAT_JIDS).ctx("opening chat_jids")?;
     // (full sequence, doc, chat, row)
     let mut found: Vec<(u64, Doc, String, MessageRow)> = Vec::new();
+    let keep = limit.max(1);
+    let mut truncated = false;
     for entry in messages
         .range(doc_floor(since.floor_ms)..)
         .ctx("reading messages")?
@@ -126,15 +128,30 @@ pub fn arrived_since(
             .unwrap_or_default();
         if accept(&chat, &row) {
             found.push((seq, doc, chat, row));
+            // Memory stays bounded by the limit however far back the floor lies: only the
+            // first `limit` in arrival order can be returned.
+            if found.len() >= keep.saturating_mul(2) {
+                found.sort_by_key(|f| f.0);
+                found.truncate(keep);
+                truncated = true;
+            }
         }
     }
     let mut next_seq = now_seq;
-    if found.len() > limit {
+    let mut next_floor = next_floor;
+    if found.len() > keep {
         found.sort_by_key(|f| f.0);
-        found.truncate(limit);
-        if exact && let Some(last) = found.last() {
-            next_seq = last.0;
-        }
+        found.truncate(keep);
+        truncated = true;
+    }
+    if truncated
+        && exact
+        && let Some(last) = found.last()
+    {
+        next_seq = last.0;
+        // The rest may be older than the new floor (a long offline queue): keep looking from
+        // the old one until every message after the cursor has been returned.
+        next_floor = since.floor_ms;
     }
     found.sort_by_key(|f| f.1);
     let out = found
@@ -245,6 +262,38 @@ mod tests {
             .unwrap();
         assert!(again.messages.is_empty());
         assert_eq!(again.next.seq, got.next.seq);
+    }
+
+    #[test]
+    fn a_long_late_queue_is_returned_in_full_across_calls() {
+        // The product was down for hours: a queue of messages older than the floor slack
+        // arrives at once, more than one call returns.
+        let store = Store::open_in_memory().unwrap();
+        let start = store
+            .read_blocking(|t| cursor_now(t, NOW - 3 * FLOOR_SLACK_MS))
+            .unwrap();
+        for i in 0..25u64 {
+            let ts = NOW - 2 * FLOOR_SLACK_MS + i;
+            put(
+                &store,
+                msg("1@s.whatsapp.net", &format!("q{i:02}"), ts, false),
+            );
+        }
+        let mut cursor = start;
+        let mut ids = Vec::new();
+        for _ in 0..10 {
+            let got = store
+                .read_blocking(|t| arrived_since(t, cursor, NOW, 4, &mut |_, _| true))
+                .unwrap();
+            assert!(got.messages.len() <= 4);
+            if got.messages.is_empty() {
+                break;
+            }
+            ids.extend(got.messages.iter().map(|m| m.row.id.clone()));
+            cursor = got.next;
+        }
+        let want: Vec<String> = (0..25).map(|i| format!("q{i:02}")).collect();
+        assert_eq!(ids, want);
     }
 
     #[test]

@@ -200,7 +200,7 @@ fn connected_engine(call: &ToolCall) -> Result<crate::wa::engine::Engine, String
 
 async fn get_profile_pic(call: ToolCall) -> ToolResult {
     let raw = call.args.str("jid").unwrap_or_default().to_string();
-    let jid = match views::parse_jid("jid", &raw) {
+    let jid = match views::parse_wa_jid("jid", &raw) {
         Ok(j) => j,
         Err(e) => return ToolResult::error(e),
     };
@@ -275,7 +275,7 @@ fn group_value(v: &mut Views, gid: &str) -> crate::store::Result<Option<json::Va
 
 async fn get_group_info(call: ToolCall) -> ToolResult {
     let raw = call.args.str("group_jid").unwrap_or_default().to_string();
-    let gid = match views::parse_jid("group_jid", &raw) {
+    let gid = match views::parse_wa_jid("group_jid", &raw) {
         Ok(j) if crate::store::jid::is_group(&j) => j,
         Ok(j) => {
             return ToolResult::error(format!(

@@ -572,7 +572,20 @@ fn check_kind(p: &Param, v: &Value) -> Result<(), String> {
         }
         (Kind::Integer { exclusive_min, max }, Value::Number(_)) => {
             let Some(n) = json::as_i64(v) else {
-                return Err(format!("field `{name}` must be a whole number"));
+                // A whole number beyond 64 bits (`1e300`, `2^64`, `-1e300`) is out of range;
+                // anything else (`1.5`, NaN) is not whole.
+                let (whole, negative) = match v {
+                    Value::Number(json::Number::F64(f)) => (f.fract() == 0.0, *f < 0.0),
+                    _ => (true, false),
+                };
+                return Err(match (whole, negative, exclusive_min, max) {
+                    (false, ..) => format!("field `{name}` must be a whole number"),
+                    (true, true, Some(min), _) => {
+                        format!("field `{name}` must be greater than {min}")
+                    }
+                    (true, false, _, Some(max)) => format!("field `{name}` must be at most {max}"),
+                    _ => format!("field `{name}` is out of range"),
+                });
             };
             if let Some(min) = exclusive_min
                 && n <= *min

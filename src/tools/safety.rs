@@ -150,9 +150,22 @@ impl SendGuard {
     /// An entry as the log keeps it: the text dropped unless `SEND_LOG_BODIES` is on, the time
     /// set if the caller left it 0. For callers that append it inside their own commit.
     pub fn prepare(&self, mut entry: Entry) -> Entry {
-        if !self.policy.log_bodies {
+        // A text no send could carry is not kept, whatever the setting.
+        if !self.policy.log_bodies
+            || entry
+                .body
+                .as_deref()
+                .is_some_and(|b| b.chars().nth(MAX_LOGGED_BODY_CHARS).is_some())
+        {
             entry.body = None;
         }
+        // What a caller typed is kept only as long as a real value can be (a refused call may
+        // carry anything, up to the request size limit).
+        entry.recipient = clip(&entry.recipient, MAX_LOGGED_FIELD_CHARS);
+        entry.result = clip(&entry.result, MAX_LOGGED_RESULT_CHARS);
+        entry.idempotency_key = entry
+            .idempotency_key
+            .map(|k| clip(&k, MAX_LOGGED_FIELD_CHARS));
         if entry.at_ms == 0 {
             entry.at_ms = crate::store::idempotency::now_ms();
         }
@@ -168,6 +181,28 @@ impl SendGuard {
             .await;
         if let Err(e) = result {
             log::warn!("could not write the send log: {e}");
+        }
+    }
+}
+
+/// The longest text the send log keeps (with `SEND_LOG_BODIES`): WhatsApp's limit for one
+/// text message (`send.rs`'s `MAX_TEXT_CHARS`).
+const MAX_LOGGED_BODY_CHARS: usize = 65_536;
+/// The longest recipient or idempotency key the log keeps, in characters.
+const MAX_LOGGED_FIELD_CHARS: usize = 256;
+/// The longest result (`error:<message>`) the log keeps, in characters.
+const MAX_LOGGED_RESULT_CHARS: usize = 1_024;
+
+/// `s` cut to at most `max` characters (at a character boundary), marked with `…` when cut.
+pub fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((at, _)) => {
+            let keep = s[..at]
+                .char_indices()
+                .nth(max.saturating_sub(1))
+                .map_or(at, |(i, _)| i);
+            format!("{}…", &s[..keep])
         }
     }
 }
@@ -313,6 +348,36 @@ mod tests {
             ..e
         };
         assert!(json::to_pretty(&entry_value(9, &with_body)).contains("\"body\": \"hey\""));
+    }
+
+    #[test]
+    fn clipping_keeps_whole_characters() {
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "ab…");
+        assert_eq!(clip("ééééé", 3), "éé…");
+        assert_eq!(clip("👍👍👍👍", 2), "👍…");
+        assert_eq!(clip("", 0), "");
+        assert_eq!(clip("x", 0), "…");
+        let g = guard(SendPolicy {
+            log_bodies: true,
+            ..SendPolicy::default()
+        });
+        let e = g.prepare(Entry {
+            recipient: "ü".repeat(10_000),
+            idempotency_key: Some("k".repeat(10_000)),
+            result: format!("error:{}", "x".repeat(10_000)),
+            body: Some("b".repeat(MAX_LOGGED_BODY_CHARS + 1)),
+            ..Entry::default()
+        });
+        assert_eq!(e.recipient.chars().count(), MAX_LOGGED_FIELD_CHARS);
+        assert_eq!(e.result.chars().count(), MAX_LOGGED_RESULT_CHARS);
+        assert!(e.idempotency_key.unwrap().ends_with('…'));
+        assert_eq!(e.body, None);
+        let kept = g.prepare(Entry {
+            body: Some("b".repeat(MAX_LOGGED_BODY_CHARS)),
+            ..Entry::default()
+        });
+        assert!(kept.body.is_some());
     }
 
     #[test]

@@ -15,6 +15,15 @@
 //! mapped to a LID is sent to by LID, the address WhatsApp uses after the LID migration; a LID
 //! without a mapping is sent to as it is.
 //!
+//! # Bad input
+//! Every check on the arguments comes before the allowlist, the rate limit and the connection
+//! check, so an invalid call says what to fix (never "not connected") and takes no send from the
+//! rate limit. `send_message`: a blank message, more than [`MAX_TEXT_CHARS`] characters, a blank
+//! `idempotency_key`, an address that is no person's or group's (`…@unknown.server`,
+//! `abc@s.whatsapp.net`, `+`), more than 256 characters of recipient, an ambiguous or unknown
+//! name, or a `reply_to` that is not stored in that chat. `send_reaction`: anything but one emoji
+//! ([`emoji_problem`]). `mark_as_read`: an empty `message_ids`, a chat that is not stored.
+//!
 //! # Stored state of a send (`idempotency` table)
 //! Under the caller's `idempotency_key`, and under `"\u{0}dedup:<sha256(jid, text)>"` while the
 //! duplicate window is on, a record `{op: "send_message", fingerprint, result}` holds
@@ -37,6 +46,11 @@ use crate::store::{Store, jid};
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::pin::Pin;
+
+/// The longest text `send_message` sends, in characters (Unicode scalar values): WhatsApp's
+/// limit for one text message is 65,536 characters; a longer text is refused with a request to
+/// split it, never cut.
+pub const MAX_TEXT_CHARS: usize = 65_536;
 
 /// The operation name in idempotency records.
 const OP: &str = "send_message";
@@ -185,6 +199,9 @@ fn looks_like_number(s: &str) -> bool {
             .all(|c| c.is_ascii_digit() || " +-().".contains(c))
 }
 
+/// The longest recipient argument looked at, in characters.
+const MAX_RECIPIENT_CHARS: usize = 256;
+
 /// Candidates listed at most when a name is ambiguous.
 const MAX_CANDIDATES: usize = 10;
 
@@ -195,11 +212,26 @@ pub fn resolve_recipient(
     raw: &str,
 ) -> crate::store::Result<Result<Recipient, String>> {
     let t = raw.trim();
+    let chars = t.chars().count();
+    if chars > MAX_RECIPIENT_CHARS {
+        // Matching a very long text against every contact's name would take long for nothing.
+        return Ok(Err(format!(
+            "Invalid {field}: {chars} characters is longer than any JID, phone number or contact \
+             name (at most {MAX_RECIPIENT_CHARS}). {}",
+            views::JID_HELP
+        )));
+    }
     let jid = if t.contains('@') || looks_like_number(t) {
-        match views::parse_jid(field, t) {
+        match views::parse_wa_jid(field, t) {
             Ok(j) => j,
             Err(e) => return Ok(Err(e)),
         }
+    } else if !t.is_empty() && t.chars().all(|c| " +-().".contains(c)) {
+        // `+`, `--`: the start of a phone number without its digits.
+        return Ok(Err(format!(
+            "Invalid {field}: \"{t}\" has no digits. {}",
+            views::JID_HELP
+        )));
     } else if t.is_empty() {
         return Ok(Err(format!(
             "Invalid {field}: it is empty. {}",
@@ -551,7 +583,12 @@ pub async fn send_message(call: ToolCall) -> ToolResult {
             .unwrap_or_default()
             .to_string(),
         text: call.args.str("message").unwrap_or_default().to_string(),
-        key: arg("idempotency_key").map(|k| k.trim().to_string()),
+        // A blank key is kept (as "") so that the check below refuses it: ignoring it would
+        // silently lose the retry safety the caller asked for.
+        key: call
+            .args
+            .str("idempotency_key")
+            .map(|k| k.trim().to_string()),
         reply_to: arg("reply_to"),
     };
     let wire = wire_of(&call.env);
@@ -574,10 +611,43 @@ pub async fn send_text_checked(
             ToolResult::error(msg)
         }
     };
-    if req.text.is_empty() {
+    if req.text.trim().is_empty() {
         return fail(
             &req.recipient,
             "message is empty; give the text to send".into(),
+        )
+        .await;
+    }
+    let chars = req.text.chars().count();
+    if chars > MAX_TEXT_CHARS {
+        // The text is not kept in the log, even with SEND_LOG_BODIES: it was never sendable.
+        let mut entry = log_entry(&req, &req.recipient, "error:message too long".to_string());
+        entry.body = None;
+        guard.log(store, entry).await;
+        return ToolResult::error(format!(
+            "message is too long: {chars} characters, and WhatsApp takes at most \
+             {MAX_TEXT_CHARS} in one text message. Split it into several messages."
+        ));
+    }
+    if req
+        .key
+        .as_deref()
+        .is_some_and(|k| k.chars().any(char::is_control))
+    {
+        // Keys of the duplicate window start with NUL; a caller's key never collides with them.
+        return fail(
+            &req.recipient,
+            "idempotency_key contains control characters; use letters, digits and punctuation"
+                .into(),
+        )
+        .await;
+    }
+    if req.key.as_deref().is_some_and(str::is_empty) {
+        return fail(
+            &req.recipient,
+            "idempotency_key is blank; give a key of 1 to 200 characters that is not only \
+             spaces, or leave it out"
+                .into(),
         )
         .await;
     }
@@ -781,6 +851,36 @@ pub async fn send_text_checked(
 
 // ---- send_reaction ----------------------------------------------------------------------------
 
+/// The longest reaction in bytes: the longest emoji ZWJ sequences (families, couples with skin
+/// tones) take about 35.
+const MAX_EMOJI_BYTES: usize = 64;
+
+/// Why `emoji` is not one emoji (empty is fine: it removes the reaction), or `None`. One emoji
+/// is one grapheme cluster (so skin tones, flags, keycaps and ZWJ sequences count as one), not
+/// plain ASCII, and without letters or spaces.
+pub fn emoji_problem(emoji: &str) -> Option<String> {
+    use unicode_segmentation::UnicodeSegmentation;
+    if emoji.is_empty() {
+        return None;
+    }
+    let what = "emoji must be a single emoji such as 👍 (or \"\" to remove your reaction)";
+    if emoji.len() > MAX_EMOJI_BYTES {
+        return Some(format!("{what}; got {} characters", emoji.chars().count()));
+    }
+    let clusters = emoji.graphemes(true).count();
+    if clusters != 1 {
+        return Some(format!("{what}; got {clusters}: \"{emoji}\""));
+    }
+    if emoji.is_ascii()
+        || emoji
+            .chars()
+            .any(|c| c.is_alphabetic() || c.is_whitespace() || c.is_control())
+    {
+        return Some(format!("{what}; \"{emoji}\" is not an emoji"));
+    }
+    None
+}
+
 pub async fn send_reaction(call: ToolCall) -> ToolResult {
     let chat_raw = call.args.str("chat_jid").unwrap_or_default().to_string();
     let target = call.args.str("message_id").unwrap_or_default().to_string();
@@ -808,11 +908,11 @@ pub async fn react_checked(
         body: Some(emoji.to_string()),
         ..Entry::default()
     };
-    if emoji.chars().count() > 16 {
-        let e = "emoji must be a single emoji (or empty to remove your reaction)".to_string();
-        guard
-            .log(store, entry(chat_raw, format!("error:{e}")))
-            .await;
+    if let Some(e) = emoji_problem(emoji) {
+        let mut refused = entry(chat_raw, "error:not a single emoji".into());
+        // Whatever was given is not kept: it can be long, and it was never sendable.
+        refused.body = None;
+        guard.log(store, refused).await;
         return ToolResult::error(e);
     }
     let (c, t) = (chat_raw.to_string(), target.to_string());
@@ -820,7 +920,7 @@ pub async fn react_checked(
         .read(move |txn| {
             let lk = Lookup::new(txn)?;
             let mut v = Views::new(txn, &lk)?;
-            let chat = match views::parse_jid("chat_jid", &c) {
+            let chat = match views::parse_wa_jid("chat_jid", &c) {
                 Ok(j) => j,
                 Err(e) => return Ok(Err(e)),
             };
@@ -957,6 +1057,13 @@ pub async fn mark_checked(
     ids: Option<Vec<String>>,
 ) -> ToolResult {
     let store = &env.store;
+    if ids.as_ref().is_some_and(Vec::is_empty) {
+        return ToolResult::error(
+            "message_ids is empty: list the ids to mark (as list_messages returns them), or leave \
+             message_ids out to mark every unread message of the chat",
+        );
+    }
+    let explicit = ids.is_some();
     let c = chat_raw.to_string();
     let looked_up = store
         .read(move |txn| {
@@ -967,16 +1074,34 @@ pub async fn mark_checked(
                 Err(e) => return Ok(Err(e)),
             };
             let (shown, identities) = v.identities(&chat)?;
+            let mut known = false;
+            for j in &identities {
+                known |= v.lk.chat(j)?.is_some();
+            }
+            if !known {
+                return Ok(Err(format!(
+                    "Chat not found for JID: {}. mark_as_read works on stored chats; list_chats \
+                     lists them.",
+                    c.trim()
+                )));
+            }
             let unread = unread_of(&v, &identities)?;
             let chosen = match &ids {
                 None => unread.clone(),
                 Some(list) => {
                     let mut out = Vec::new();
+                    let mut seen = std::collections::HashSet::new();
                     for raw in list {
                         match find_in_chat(&mut v, "message_ids", raw, &identities)? {
                             // Our own messages need no receipt.
                             Ok(m) if m.row.from_me => {}
-                            Ok(m) => out.push(to_mark(&m)),
+                            Ok(m) => {
+                                let m = to_mark(&m);
+                                // The same message named twice is marked once.
+                                if seen.insert((m.chat.clone(), m.id.clone())) {
+                                    out.push(m);
+                                }
+                            }
                             Err(e) => return Ok(Err(e)),
                         }
                     }
@@ -1014,17 +1139,26 @@ pub async fn mark_checked(
         }
     }
     // The stored read state: every half read when nothing unread remains, else the count drops.
+    let marked: std::collections::HashSet<(&str, &str)> = chosen
+        .iter()
+        .map(|c| (c.chat.as_str(), c.id.as_str()))
+        .collect();
     let remaining: Vec<&ToMark> = unread
         .iter()
-        .filter(|u| !chosen.iter().any(|c| c.chat == u.chat && c.id == u.id))
+        .filter(|u| !marked.contains(&(u.chat.as_str(), u.id.as_str())))
         .collect();
     let mut left: Vec<(String, u32)> = Vec::new();
     for j in &identities {
         let n = remaining.iter().filter(|u| &u.chat == j).count() as u32;
         left.push((j.clone(), n));
     }
+    // Only our own messages named: nothing was read, so the stored state stays as it is.
+    let nothing_to_store = explicit && chosen.is_empty();
     let write = store
         .write(move |txn| {
+            if nothing_to_store {
+                return Ok(());
+            }
             for (j, n) in &left {
                 if *n == 0 {
                     crate::store::writes::mark_chat_read(txn, j)?;

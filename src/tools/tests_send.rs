@@ -680,3 +680,108 @@ struct NoProgress;
 impl super::ProgressSink for NoProgress {
     fn report(&self, _: f64, _: Option<f64>, _: Option<&str>) {}
 }
+
+#[test]
+fn bad_send_input_is_refused_before_the_wire_and_takes_no_rate_slot() {
+    let store = seeded();
+    let env = env(
+        &store,
+        SendPolicy {
+            rate_per_min: 1,
+            ..no_dedup()
+        },
+    );
+    let wire = FakeWire::default();
+    let refused = |r: SendRequest, needle: &str| {
+        let res = send(&env, &wire, r);
+        assert!(res.is_error, "{}", text(&res));
+        assert!(text(&res).contains(needle), "{needle}: {}", text(&res));
+    };
+    refused(req(BOB, " \n\t", None), "message is empty");
+    refused(req(BOB, &"ü".repeat(MAX_TEXT_CHARS + 1), None), "too long");
+    refused(req(BOB, "hi", Some("")), "idempotency_key is blank");
+    refused(
+        req(BOB, "hi", Some("\u{0}dedup:abc")),
+        "idempotency_key contains control characters",
+    );
+    for bad in [
+        "abc@",
+        "@s.whatsapp.net",
+        "123@unknown.server",
+        "+",
+        "x@lid",
+    ] {
+        refused(req(bad, "hi", None), "recipient_jid");
+    }
+    refused(req(&"a".repeat(300), "hi", None), "300 characters");
+    assert!(wire.sent.lock().unwrap().is_empty());
+    // The one slot of the minute is still there.
+    let ok = send(&env, &wire, req(BOB, "hi", None));
+    assert!(!ok.is_error, "{}", text(&ok));
+    assert_eq!(wire.sent.lock().unwrap().len(), 1);
+    // A text of exactly the limit is sent (after the minute's slot is used: refused by rate).
+    let at_limit = send(&env, &wire, req(BOB, &"ü".repeat(MAX_TEXT_CHARS), None));
+    assert!(
+        text(&at_limit).contains("SEND_RATE_PER_MIN"),
+        "{}",
+        text(&at_limit)
+    );
+    assert!(log(&store).iter().all(|e| e.body.is_none()));
+}
+
+#[test]
+fn a_reaction_is_one_emoji() {
+    for good in ["", "👍", "👍🏽", "🇩🇪", "1️⃣", "👨‍👩‍👧", "❤️", "©"]
+    {
+        assert_eq!(emoji_problem(good), None, "{good}");
+    }
+    for bad in [
+        "👍👍",
+        "a",
+        "ok",
+        " ",
+        "👍 ",
+        "é",
+        "\u{7}",
+        &"😀".repeat(20),
+    ] {
+        let e = emoji_problem(bad).unwrap_or_else(|| panic!("{bad:?} passed"));
+        assert!(e.contains("single emoji"), "{e}");
+    }
+    // One grapheme of many combining marks is not an emoji and not slow.
+    let zalgo = format!("x{}", "\u{301}".repeat(100_000));
+    assert!(emoji_problem(&zalgo).is_some());
+}
+
+#[test]
+fn mark_as_read_refuses_an_empty_list_and_unknown_chats_and_counts_repeats_once() {
+    let store = seeded();
+    let env = env(&store, SendPolicy::default());
+    let wire = FakeWire::default();
+    let r = smol::block_on(mark_checked(&env, Some(&wire), BOB, Some(vec![])));
+    assert!(
+        r.is_error && text(&r).contains("message_ids is empty"),
+        "{}",
+        text(&r)
+    );
+    let r = smol::block_on(mark_checked(
+        &env,
+        Some(&wire),
+        "447700900999@s.whatsapp.net",
+        None,
+    ));
+    assert!(
+        r.is_error && text(&r).contains("Chat not found"),
+        "{}",
+        text(&r)
+    );
+    let r = smol::block_on(mark_checked(
+        &env,
+        Some(&wire),
+        BOB,
+        Some(vec!["B1".into(), "B1".into(), format!("{BOB}:B1")]),
+    ));
+    let a = answer(&r);
+    assert_eq!(json::get(&a, "markedCount").and_then(json::as_i64), Some(1));
+    assert_eq!(wire.receipts.lock().unwrap()[0].1.len(), 1);
+}

@@ -62,6 +62,34 @@ pub fn parse_jid(field: &str, raw: &str) -> std::result::Result<String, String> 
         .ok_or_else(|| format!("Invalid {field}: \"{raw}\" is not a JID. {JID_HELP}"))
 }
 
+/// A JID argument that must name someone WhatsApp can reach (a send, a profile picture): as
+/// [`parse_jid`], and then a person's phone JID or LID (digits before the `@`) or a group
+/// (digits and `-`). Other servers (`…@unknown.server`, `status@broadcast`) and user parts
+/// (`abc@s.whatsapp.net`) are refused with the forms that work.
+pub fn parse_wa_jid(field: &str, raw: &str) -> std::result::Result<String, String> {
+    let j = parse_jid(field, raw)?;
+    let (user, server) = (jid::user(&j), jid::server(&j));
+    let digits_only = |u: &str| u.len() <= 64 && u.chars().all(|c| c.is_ascii_digit());
+    let ok = match server {
+        jid::PN_SERVER | jid::LID_SERVER => digits_only(user),
+        jid::GROUP_SERVER => {
+            user.len() <= 64
+                && user.chars().any(|c| c.is_ascii_digit())
+                && user.chars().all(|c| c.is_ascii_digit() || c == '-')
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(j)
+    } else {
+        Err(format!(
+            "Invalid {field}: \"{}\" is not an address WhatsApp can reach (the part before @ \
+             must be digits, and the server s.whatsapp.net, lid or g.us). {JID_HELP}",
+            raw.trim()
+        ))
+    }
+}
+
 /// Full Unicode case folding (`ß` → `ss`) and diacritics stripped (`é` → `e`), for matching:
 /// the search index's folding, so names and message text match alike.
 pub fn fold(s: &str) -> String {

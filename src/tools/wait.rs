@@ -8,7 +8,9 @@
 //!
 //! Cursors come from `store::arrivals` (`<seq>.<floor ms>`): messages count by when they were
 //! stored, not by their timestamps, so nothing is missed or repeated between calls. Only incoming
-//! messages count (not our own, not reactions or system notices).
+//! messages count (not our own, not reactions or system notices). A `since` ahead of the store
+//! (a sequence it has not reached, or a time floor in the future) is refused: it cannot be a
+//! cursor this server returned, and it would hide every message.
 
 use super::views::{self, Views};
 use super::{ToolCall, ToolResult};
@@ -102,9 +104,21 @@ pub async fn wait_for_messages(call: ToolCall) -> ToolResult {
                     Err(e) => return Ok(Err(e)),
                 },
             };
+            let now = arrivals::cursor_now(txn, now_ms())?;
             let cursor = match start_cursor {
+                // Every cursor this store hands out lies at or before its present: one from the
+                // future was made up (or belongs to another store) and would hide every message
+                // until the store caught up with it.
+                Some(c) if c.seq > now.seq || c.floor_ms > now_ms() => {
+                    return Ok(Err(format!(
+                        "Invalid since: \"{}\" is ahead of this server's messages, so it is not \
+                         a cursor this server returned. Leave since out to wait for messages \
+                         arriving from now on.",
+                        c.encode()
+                    )));
+                }
                 Some(c) => c,
-                None => arrivals::cursor_now(txn, now_ms())?,
+                None => now,
             };
             Ok(Ok((only, cursor)))
         })

@@ -856,7 +856,20 @@ impl InboundDurabilityHook for InboxHook {
         // The app's tables get the same messages in the same transaction (ingest.rs), so a
         // crash after the ack never loses one.
         let own = client.pn().map(|j| j.to_non_ad_string());
-        let effects = super::ingest::batch_effects(batch, own.as_deref());
+        // The conversion of odd input must not take the client's message loop down: a panic
+        // here commits the batch to wa_inbox alone, and ingest retries it under its own guard.
+        let converted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::ingest::batch_effects(batch, own.as_deref())
+        }));
+        let Ok(effects) = converted else {
+            log::error!("whatsapp: converting inbound messages panicked; ingest retries them");
+            self.misses.add(batch.iter().map(|m| m.info.id.to_string()));
+            return self
+                .backend
+                .commit_inbox(inbox_rows(batch))
+                .await
+                .map_err(|e| whatsapp_rust::anyhow::anyhow!("committing inbound messages: {e}"));
+        };
         let together = self
             .backend
             .commit_inbox_with(inbox_rows(batch), move |txn| {
