@@ -482,6 +482,54 @@ fn an_idempotent_send_is_replayed_after_a_restart_and_reaches_the_peer_once() {
     );
 }
 
+#[test]
+fn the_rate_limit_refuses_a_linked_send_with_the_seconds_to_wait_and_logs_it() {
+    let fw = start_fakewa();
+    let server = start_product_with(
+        &fw,
+        TempDir::new("msg-rate"),
+        "msg-rate",
+        &[("SEND_RATE_PER_MIN", "2"), ("WA_SEND_DEDUP_WINDOW_MS", "0")],
+    );
+    let mcp = Mcp::open(&server);
+    link(&fw, &mcp);
+    let peer = create_peer(&fw, "rate-peer");
+    for n in 0..2 {
+        let text = unique(&format!("rate-{n}"));
+        send_text(&mcp, &peer.jid, &text);
+        wait_peer_message(&fw, &peer, "an allowed send in the inbox", has_text(&text));
+    }
+    let third = unique("rate-refused");
+    let refused = mcp.call(
+        "send_message",
+        &format!(r#"{{"recipient_jid":"{}","message":"{third}"}}"#, peer.jid),
+    );
+    assert_eq!(refused.get("isError").bool(), Some(true), "{refused:?}");
+    let text = refused.path("content.0.text").str().unwrap_or_default();
+    assert!(text.contains("SEND_RATE_PER_MIN"), "{text}");
+    let secs: u64 = text
+        .split("Wait ")
+        .nth(1)
+        .unwrap_or_default()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("no seconds in {text}"));
+    assert!((1..=60).contains(&secs), "{text}");
+    let log = server.request("GET", "/api/send-log", &[], b"").json();
+    let results: Vec<String> = log
+        .get("entries")
+        .arr()
+        .iter()
+        .map(|e| e.get("result").str().unwrap_or_default())
+        .collect();
+    assert_eq!(results, ["refused:rate_limit", "sent", "sent"], "{log:?}");
+    // Nothing of the refused text reached the peer.
+    let inbox = peer_inbox(&fw, &peer);
+    assert!(!inbox.iter().any(has_text(&third)), "{inbox:?}");
+}
+
 /// `POST /control/groups {subject, members}` → the group JID.
 fn create_group(fw: &FakeWa, subject: &str, members: &[&str]) -> String {
     let members: Vec<String> = members.iter().map(|m| format!("\"{m}\"")).collect();

@@ -10,9 +10,10 @@
 //! Limits set by the environment can only be tightened at runtime, never loosened: there is no
 //! setter that widens [`SendPolicy`]; a future settings API may only narrow it.
 //!
-//! The rate limit counts every send that passes the allowlist and is not answered from an
-//! earlier result (a replayed `idempotency_key` or a duplicate inside the window sends nothing,
-//! so it does not count). The window is a rolling minute kept in memory.
+//! The rate limit counts every send that passes the allowlist, is not answered from an earlier
+//! result (a replayed `idempotency_key` or a duplicate inside the window sends nothing) and finds
+//! WhatsApp connected (an agent retrying through an outage is not locked out afterwards). The
+//! window is a rolling minute kept in memory.
 
 use crate::json::{self, Value};
 use crate::store::Store;

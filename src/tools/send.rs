@@ -3,7 +3,7 @@
 //!
 //! Owns: turning a recipient argument into the JID to send to, quoting (`reply_to`), the
 //! `send_message` order of checks (allowlist → `idempotency_key` replay → duplicate window →
-//! rate limit → connection → id chosen and stored as pending → send → result stored), the stored
+//! connection → rate limit → id chosen and stored as pending → send → result stored), the stored
 //! form of a send's state, and the send-log entry of every attempt. Must not: import
 //! whatsapp-rust (the engine facade sends), or write chats and messages itself (the engine
 //! stores what it sends; `mark_as_read` uses `store::writes`).
@@ -762,12 +762,6 @@ pub async fn send_text_checked(
         }
     }
 
-    if let Err(wait) = guard.take_rate_slot(idempotency::now_ms()) {
-        guard
-            .log(store, log_entry(&req, &shown, REFUSED_RATE.into()))
-            .await;
-        return ToolResult::error(guard.rate_refusal(wait));
-    }
     let Some(wire) = wire else {
         return fail(
             &shown,
@@ -777,6 +771,13 @@ pub async fn send_text_checked(
     };
     if let Some(e) = wire.not_connected() {
         return fail(&shown, e).await;
+    }
+    // After the connection check: an attempt that cannot reach WhatsApp uses up no send.
+    if let Err(wait) = guard.take_rate_slot(idempotency::now_ms()) {
+        guard
+            .log(store, log_entry(&req, &shown, REFUSED_RATE.into()))
+            .await;
+        return ToolResult::error(guard.rate_refusal(wait));
     }
 
     let id = retry_id.unwrap_or_else(|| wire.new_message_id());
@@ -955,10 +956,6 @@ pub async fn react_checked(
             .await;
         return ToolResult::error(refusal);
     }
-    if let Err(wait) = guard.take_rate_slot(idempotency::now_ms()) {
-        guard.log(store, entry(&chat, REFUSED_RATE.into())).await;
-        return ToolResult::error(guard.rate_refusal(wait));
-    }
     let not_connected = match wire {
         None => Some("WhatsApp is not connected: no WhatsApp engine runs".to_string()),
         Some(w) => w.not_connected(),
@@ -968,6 +965,11 @@ pub async fn react_checked(
         guard.log(store, entry(&chat, format!("error:{e}"))).await;
         return ToolResult::error(e);
     };
+    // After the connection check: an attempt that cannot reach WhatsApp uses up no send.
+    if let Err(wait) = guard.take_rate_slot(idempotency::now_ms()) {
+        guard.log(store, entry(&chat, REFUSED_RATE.into())).await;
+        return ToolResult::error(guard.rate_refusal(wait));
+    }
     let sender = jid::is_group(&chat).then_some(q.sender_jid.as_str());
     match wire
         .send_reaction(&chat, &q.id, sender, q.from_me, emoji)

@@ -130,17 +130,25 @@ pub fn counter(fw: &FakeWa, name: &str) -> f64 {
 }
 
 pub fn start_product(fw: &FakeWa, data: TempDir, push_name: &str) -> Server {
+    start_product_with(fw, data, push_name, &[])
+}
+
+/// [`start_product`] with more environment variables.
+pub fn start_product_with(
+    fw: &FakeWa,
+    data: TempDir,
+    push_name: &str,
+    env: &[(&str, &str)],
+) -> Server {
     let url = format!("wss://{}/ws/chat", fw.listen);
     let ca = fw.ca.display().to_string();
-    Server::start_in(
-        "127.0.0.1:0",
-        data,
-        &[
-            ("WA_WS_URL", &url),
-            ("WA_TEST_CA", &ca),
-            ("WA_PUSH_NAME", push_name),
-        ],
-    )
+    let mut all = vec![
+        ("WA_WS_URL", url.as_str()),
+        ("WA_TEST_CA", ca.as_str()),
+        ("WA_PUSH_NAME", push_name),
+    ];
+    all.extend_from_slice(env);
+    Server::start_in("127.0.0.1:0", data, &all)
 }
 
 /// An MCP session on the product.
