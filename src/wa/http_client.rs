@@ -140,16 +140,7 @@ impl WaHttpClient {
 
     /// The blocking half of `execute`.
     fn execute_blocking(&self, request: HttpRequest) -> anyhow::Result<HttpResponse> {
-        let (body, len) = match request.body.clone() {
-            Some(bytes) => {
-                let len = bytes.len() as u64;
-                (
-                    ureq::SendBody::from_owned_reader(std::io::Cursor::new(bytes)),
-                    Some(len),
-                )
-            }
-            None => (ureq::SendBody::none(), None),
-        };
+        let (body, len) = in_memory_body(&request);
         let url = request.url.clone();
         let (status_code, body) = Self::send(&self.agent, request, body, len)?;
         let body = body
@@ -158,6 +149,20 @@ impl WaHttpClient {
             .read_to_vec()
             .with_context(|| format!("reading the body of {url}"))?;
         Ok(HttpResponse { status_code, body })
+    }
+}
+
+/// A request's in-memory body for ureq, with its length (sent as Content-Length).
+fn in_memory_body(request: &HttpRequest) -> (ureq::SendBody<'static>, Option<u64>) {
+    match request.body.clone() {
+        Some(bytes) => {
+            let len = bytes.len() as u64;
+            (
+                ureq::SendBody::from_owned_reader(std::io::Cursor::new(bytes)),
+                Some(len),
+            )
+        }
+        None => (ureq::SendBody::none(), None),
     }
 }
 
@@ -194,16 +199,7 @@ impl HttpClient for WaHttpClient {
     }
 
     fn execute_streaming(&self, request: HttpRequest) -> anyhow::Result<StreamingHttpResponse> {
-        let (body, len) = match request.body.clone() {
-            Some(bytes) => {
-                let len = bytes.len() as u64;
-                (
-                    ureq::SendBody::from_owned_reader(std::io::Cursor::new(bytes)),
-                    Some(len),
-                )
-            }
-            None => (ureq::SendBody::none(), None),
-        };
+        let (body, len) = in_memory_body(&request);
         let (status_code, body) = Self::send(&self.media, request, body, len)?;
         Ok(StreamingHttpResponse {
             status_code,
